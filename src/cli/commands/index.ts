@@ -1,0 +1,5 @@
+import { inspect } from './inspect.js';
+import { scan } from './scan.js';
+import type { CommandModule } from './types.js';
+
+export const commands: CommandModule<never>[] = [inspect, scan] as CommandModule<never>[];

@@ -1,0 +1,320 @@
+/**
+ * The state-dict layout (key names, shapes, order) of original CompVis/Stability Stable Diffusion
+ * checkpoints, generated from architecture parameters. Used to build synthetic checkpoints of any
+ * size for tests and benchmarks: with the tiny parameters of the project's fixtures it reproduces
+ * their key lists exactly (tested), with the SD 1.5 / SD 2.x parameters it gives the real files'.
+ *
+ * Module order follows the original model classes (ldm.modules.diffusionmodules.openaimodel
+ * UNetModel, ldm.modules.diffusionmodules.model Encoder/Decoder, transformers CLIPTextModel,
+ * open_clip TextTransformer), because torch's state_dict() walks modules in registration order.
+ */
+
+export type LayoutDType = 'F32' | 'F16' | 'I64' | 'I32';
+
+export interface LayoutTensor {
+  name: string;
+  shape: number[];
+  /** Set for tensors whose dtype does not follow the checkpoint's float dtype. */
+  dtype?: LayoutDType;
+}
+
+export interface UnetLayout {
+  modelChannels: number;
+  channelMult: number[];
+  numResBlocks: number;
+  /** Level indices (0 = full resolution) that hold a spatial transformer. */
+  attentionLevels: number[];
+  contextDim: number;
+  transformerDepth: number;
+  /** SD2-style linear proj_in/proj_out instead of 1x1 convs. */
+  linearProjection: boolean;
+  inChannels: number;
+  outChannels: number;
+}
+
+export interface VaeLayout {
+  ch: number;
+  chMult: number[];
+  numResBlocks: number;
+  zChannels: number;
+  embedDim: number;
+}
+
+export type TextEncoderLayout =
+  | { kind: 'clip-l'; width: number; layers: number; vocab: number; positions: number; positionIds: boolean }
+  | { kind: 'openclip'; width: number; layers: number; vocab: number; positions: number; projectionDim: number };
+
+export interface CheckpointLayout {
+  unet: UnetLayout;
+  vae: VaeLayout;
+  textEncoder: TextEncoderLayout;
+  /** LatentDiffusion's registered schedule buffers (betas, alphas_cumprod, ...). */
+  scheduleBuffers: boolean;
+  /** LitEma copies of the UNet parameters plus decay/num_updates. */
+  ema: boolean;
+}
+
+const SCHEDULE_BUFFERS = [
+  'betas',
+  'alphas_cumprod',
+  'alphas_cumprod_prev',
+  'sqrt_alphas_cumprod',
+  'sqrt_one_minus_alphas_cumprod',
+  'log_one_minus_alphas_cumprod',
+  'sqrt_recip_alphas_cumprod',
+  'sqrt_recipm1_alphas_cumprod',
+  'posterior_variance',
+  'posterior_log_variance_clipped',
+  'posterior_mean_coef1',
+  'posterior_mean_coef2',
+];
+
+type Emit = (name: string, shape: number[], dtype?: LayoutDType) => void;
+
+function linear(emit: Emit, prefix: string, out: number, inp: number, bias = true): void {
+  emit(`${prefix}.weight`, [out, inp]);
+  if (bias) emit(`${prefix}.bias`, [out]);
+}
+
+function conv(emit: Emit, prefix: string, out: number, inp: number, k: number): void {
+  emit(`${prefix}.weight`, [out, inp, k, k]);
+  emit(`${prefix}.bias`, [out]);
+}
+
+function norm(emit: Emit, prefix: string, ch: number): void {
+  emit(`${prefix}.weight`, [ch]);
+  emit(`${prefix}.bias`, [ch]);
+}
+
+/** openaimodel.ResBlock: in_layers (GroupNorm, SiLU, conv), emb_layers, out_layers, skip. */
+function resBlock(emit: Emit, p: string, inCh: number, outCh: number, embDim: number): void {
+  norm(emit, `${p}.in_layers.0`, inCh);
+  conv(emit, `${p}.in_layers.2`, outCh, inCh, 3);
+  linear(emit, `${p}.emb_layers.1`, outCh, embDim);
+  norm(emit, `${p}.out_layers.0`, outCh);
+  conv(emit, `${p}.out_layers.3`, outCh, outCh, 3);
+  if (inCh !== outCh) conv(emit, `${p}.skip_connection`, outCh, inCh, 1);
+}
+
+/** attention.SpatialTransformer with BasicTransformerBlocks (attn1, ff, attn2, norm1..3). */
+function spatialTransformer(emit: Emit, p: string, ch: number, u: UnetLayout): void {
+  norm(emit, `${p}.norm`, ch);
+  const proj = (name: string) => (u.linearProjection ? linear(emit, name, ch, ch) : conv(emit, name, ch, ch, 1));
+  proj(`${p}.proj_in`);
+  for (let d = 0; d < u.transformerDepth; d++) {
+    const b = `${p}.transformer_blocks.${d}`;
+    attention(emit, `${b}.attn1`, ch, ch);
+    linear(emit, `${b}.ff.net.0.proj`, ch * 8, ch); // GEGLU: inner dim 4*ch, projected to 2*inner
+    linear(emit, `${b}.ff.net.2`, ch, ch * 4);
+    attention(emit, `${b}.attn2`, ch, u.contextDim);
+    for (const n of ['norm1', 'norm2', 'norm3']) norm(emit, `${b}.${n}`, ch);
+  }
+  proj(`${p}.proj_out`);
+}
+
+function attention(emit: Emit, p: string, ch: number, ctx: number): void {
+  linear(emit, `${p}.to_q`, ch, ch, false);
+  linear(emit, `${p}.to_k`, ch, ctx, false);
+  linear(emit, `${p}.to_v`, ch, ctx, false);
+  linear(emit, `${p}.to_out.0`, ch, ch);
+}
+
+export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
+  const C = u.modelChannels;
+  const embDim = C * 4;
+  linear(emit, 'time_embed.0', embDim, C);
+  linear(emit, 'time_embed.2', embDim, embDim);
+  conv(emit, 'input_blocks.0.0', C, u.inChannels, 3);
+  const skipChannels = [C];
+  let ch = C;
+  let block = 1;
+  u.channelMult.forEach((mult, level) => {
+    for (let j = 0; j < u.numResBlocks; j++) {
+      resBlock(emit, `input_blocks.${block}.0`, ch, mult * C, embDim);
+      ch = mult * C;
+      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `input_blocks.${block}.1`, ch, u);
+      skipChannels.push(ch);
+      block += 1;
+    }
+    if (level !== u.channelMult.length - 1) {
+      conv(emit, `input_blocks.${block}.0.op`, ch, ch, 3);
+      skipChannels.push(ch);
+      block += 1;
+    }
+  });
+  resBlock(emit, 'middle_block.0', ch, ch, embDim);
+  spatialTransformer(emit, 'middle_block.1', ch, u);
+  resBlock(emit, 'middle_block.2', ch, ch, embDim);
+  block = 0;
+  [...u.channelMult.keys()].reverse().forEach((level) => {
+    const mult = u.channelMult[level];
+    for (let j = 0; j <= u.numResBlocks; j++) {
+      const skip = skipChannels.pop()!;
+      resBlock(emit, `output_blocks.${block}.0`, ch + skip, mult * C, embDim);
+      ch = mult * C;
+      let sub = 1;
+      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `output_blocks.${block}.${sub++}`, ch, u);
+      if (level !== 0 && j === u.numResBlocks) conv(emit, `output_blocks.${block}.${sub}.conv`, ch, ch, 3);
+      block += 1;
+    }
+  });
+  norm(emit, 'out.0', ch);
+  conv(emit, 'out.2', u.outChannels, ch, 3);
+  return out;
+}
+
+/** model.ResnetBlock of the autoencoder: norm1, conv1, norm2, conv2, nin_shortcut. */
+function vaeResnet(emit: Emit, p: string, inCh: number, outCh: number): void {
+  norm(emit, `${p}.norm1`, inCh);
+  conv(emit, `${p}.conv1`, outCh, inCh, 3);
+  norm(emit, `${p}.norm2`, outCh);
+  conv(emit, `${p}.conv2`, outCh, outCh, 3);
+  if (inCh !== outCh) conv(emit, `${p}.nin_shortcut`, outCh, inCh, 1);
+}
+
+function vaeMid(emit: Emit, p: string, ch: number): void {
+  vaeResnet(emit, `${p}.block_1`, ch, ch);
+  norm(emit, `${p}.attn_1.norm`, ch);
+  for (const n of ['q', 'k', 'v', 'proj_out']) conv(emit, `${p}.attn_1.${n}`, ch, ch, 1);
+  vaeResnet(emit, `${p}.block_2`, ch, ch);
+}
+
+export function vaeTensors(v: VaeLayout, prefix = 'first_stage_model.'): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
+  const levels = v.chMult.length;
+  conv(emit, 'encoder.conv_in', v.ch, 3, 3);
+  let ch = v.ch;
+  v.chMult.forEach((mult, level) => {
+    for (let j = 0; j < v.numResBlocks; j++) {
+      vaeResnet(emit, `encoder.down.${level}.block.${j}`, ch, v.ch * mult);
+      ch = v.ch * mult;
+    }
+    if (level !== levels - 1) conv(emit, `encoder.down.${level}.downsample.conv`, ch, ch, 3);
+  });
+  vaeMid(emit, 'encoder.mid', ch);
+  norm(emit, 'encoder.norm_out', ch);
+  conv(emit, 'encoder.conv_out', 2 * v.zChannels, ch, 3);
+  decoderTensors(emit, v);
+  conv(emit, 'quant_conv', 2 * v.embedDim, 2 * v.zChannels, 1);
+  conv(emit, 'post_quant_conv', v.zChannels, v.embedDim, 1);
+  return out;
+}
+
+/** The decoder builds its up levels from the lowest resolution but stores them as up.0 .. up.N-1. */
+function decoderTensors(emit: Emit, v: VaeLayout): void {
+  const levels = v.chMult.length;
+  const topCh = v.ch * v.chMult[levels - 1];
+  conv(emit, 'decoder.conv_in', topCh, v.zChannels, 3);
+  vaeMid(emit, 'decoder.mid', topCh);
+  const ups: LayoutTensor[][] = [];
+  let ch = topCh;
+  for (let level = levels - 1; level >= 0; level--) {
+    const level_out: LayoutTensor[] = [];
+    const e: Emit = (name, shape) => level_out.push({ name, shape });
+    for (let j = 0; j <= v.numResBlocks; j++) {
+      vaeResnet(e, `decoder.up.${level}.block.${j}`, ch, v.ch * v.chMult[level]);
+      ch = v.ch * v.chMult[level];
+    }
+    if (level !== 0) conv(e, `decoder.up.${level}.upsample.conv`, ch, ch, 3);
+    ups[level] = level_out;
+  }
+  for (const level of ups) for (const t of level) emit(t.name, t.shape);
+  norm(emit, 'decoder.norm_out', ch);
+  conv(emit, 'decoder.conv_out', 3, ch, 3);
+}
+
+export function textEncoderTensors(t: TextEncoderLayout): LayoutTensor[] {
+  return t.kind === 'clip-l' ? clipTensors(t) : openClipTensors(t);
+}
+
+function clipTensors(t: Extract<TextEncoderLayout, { kind: 'clip-l' }>): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) =>
+    out.push({ name: 'cond_stage_model.transformer.text_model.' + name, shape, ...(dtype ? { dtype } : {}) });
+  const D = t.width;
+  if (t.positionIds) emit('embeddings.position_ids', [1, t.positions], 'I64');
+  emit('embeddings.token_embedding.weight', [t.vocab, D]);
+  emit('embeddings.position_embedding.weight', [t.positions, D]);
+  for (let n = 0; n < t.layers; n++) {
+    const p = `encoder.layers.${n}`;
+    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) linear(emit, `${p}.self_attn.${proj}`, D, D);
+    norm(emit, `${p}.layer_norm1`, D);
+    linear(emit, `${p}.mlp.fc1`, 4 * D, D);
+    linear(emit, `${p}.mlp.fc2`, D, 4 * D);
+    norm(emit, `${p}.layer_norm2`, D);
+  }
+  norm(emit, 'final_layer_norm', D);
+  return out;
+}
+
+function openClipTensors(t: Extract<TextEncoderLayout, { kind: 'openclip' }>): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: 'cond_stage_model.model.' + name, shape, ...(dtype ? { dtype } : {}) });
+  const D = t.width;
+  emit('positional_embedding', [t.positions, D]);
+  emit('text_projection', [D, t.projectionDim]);
+  emit('logit_scale', []);
+  // open_clip registers the transformer before token_embedding and ln_final.
+  for (let n = 0; n < t.layers; n++) {
+    const p = `transformer.resblocks.${n}`;
+    norm(emit, `${p}.ln_1`, D);
+    emit(`${p}.attn.in_proj_weight`, [3 * D, D]);
+    emit(`${p}.attn.in_proj_bias`, [3 * D]);
+    linear(emit, `${p}.attn.out_proj`, D, D);
+    norm(emit, `${p}.ln_2`, D);
+    linear(emit, `${p}.mlp.c_fc`, 4 * D, D);
+    linear(emit, `${p}.mlp.c_proj`, D, 4 * D);
+  }
+  emit('token_embedding.weight', [t.vocab, D]);
+  norm(emit, 'ln_final', D);
+  return out;
+}
+
+/** LitEma names each shadow parameter by the UNet key with `model.` dropped and all dots removed. */
+function emaTensors(unet: LayoutTensor[]): LayoutTensor[] {
+  const copies = unet.map((t) => ({ ...t, name: 'model_ema.' + t.name.split('.').slice(1).join('') }));
+  return [{ name: 'model_ema.decay', shape: [] }, { name: 'model_ema.num_updates', shape: [], dtype: 'I32' as const }, ...copies];
+}
+
+/** Every tensor of a full LatentDiffusion state dict, in torch's state_dict() order. */
+export function checkpointTensors(layout: CheckpointLayout): LayoutTensor[] {
+  const unet = unetTensors(layout.unet);
+  return [
+    ...(layout.scheduleBuffers ? SCHEDULE_BUFFERS.map((name) => ({ name, shape: [1000] })) : []),
+    ...unet,
+    ...(layout.ema ? emaTensors(unet) : []),
+    ...vaeTensors(layout.vae),
+    ...textEncoderTensors(layout.textEncoder),
+  ];
+}
+
+/** The architecture of the released SD 1.x checkpoints (v1-inference.yaml). */
+export const SD15_LAYOUT: CheckpointLayout = {
+  unet: {
+    modelChannels: 320,
+    channelMult: [1, 2, 4, 4],
+    numResBlocks: 2,
+    attentionLevels: [0, 1, 2],
+    contextDim: 768,
+    transformerDepth: 1,
+    linearProjection: false,
+    inChannels: 4,
+    outChannels: 4,
+  },
+  vae: { ch: 128, chMult: [1, 2, 4, 4], numResBlocks: 2, zChannels: 4, embedDim: 4 },
+  textEncoder: { kind: 'clip-l', width: 768, layers: 12, vocab: 49408, positions: 77, positionIds: true },
+  scheduleBuffers: true,
+  ema: false,
+};
+
+/** The architecture of the released SD 2.x checkpoints (v2-inference(-v).yaml). */
+export const SD2_LAYOUT: CheckpointLayout = {
+  unet: { ...SD15_LAYOUT.unet, contextDim: 1024, linearProjection: true },
+  vae: SD15_LAYOUT.vae,
+  textEncoder: { kind: 'openclip', width: 1024, layers: 24, vocab: 49408, positions: 77, projectionDim: 1024 },
+  scheduleBuffers: true,
+  ema: false,
+};
