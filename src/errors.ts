@@ -67,6 +67,8 @@ export const ErrorCode = {
   E_SAFETENSORS_COVERAGE: 'E_SAFETENSORS_COVERAGE',
   E_SAFETENSORS_METADATA: 'E_SAFETENSORS_METADATA',
   E_SAFETENSORS_DUPLICATE: 'E_SAFETENSORS_DUPLICATE',
+  /** Our writer was fed bytes that do not match its planned layout (tensor, order or length). */
+  E_SAFETENSORS_WRITE: 'E_SAFETENSORS_WRITE',
 
   // --- mapping and conversion -----------------------------------------------------------------
   E_MAPPING_TABLE: 'E_MAPPING_TABLE',
@@ -80,6 +82,8 @@ export const ErrorCode = {
   E_FP16_OVERFLOW: 'E_FP16_OVERFLOW',
   E_OUTPUT_EXISTS: 'E_OUTPUT_EXISTS',
   E_TOKENIZER: 'E_TOKENIZER',
+  /** The block keys of a component do not form the layout its table expects (e.g. UNet levels). */
+  E_MODEL_STRUCTURE: 'E_MODEL_STRUCTURE',
 
   // --- usage ----------------------------------------------------------------------------------
   E_USAGE: 'E_USAGE',
