@@ -33,3 +33,7 @@ export function table(rows: readonly (readonly string[])[], indent = '  '): stri
       .join('\n') + '\n'
   );
 }
+
+export function plural(n: number, noun: string): string {
+  return `${formatCount(n)} ${noun}${n === 1 ? '' : 's'}`;
+}

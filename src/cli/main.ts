@@ -9,26 +9,27 @@ import { commands } from './commands/index.js';
 import type { CommandModule } from './commands/types.js';
 import { processIO, type CliIO } from './io.js';
 
+class UsageError extends Error {}
+
 /** Exit status for usage errors (unknown flag, missing argument). */
 export const EXIT_USAGE = 2;
 
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
   let status: number | undefined;
-  let usageError: string | undefined;
   let active: CommandModule<never> | undefined;
   const parser = buildParser(argv, io, (cmd) => (active = cmd), (s) => (status = s));
+  // Throwing from fail() stops yargs before any handler runs.
   parser.fail((msg, err) => {
-    if (err) throw err;
-    usageError = msg;
+    throw err ?? new UsageError(msg);
   });
   try {
     await parser.parseAsync();
   } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`error[E_USAGE]: ${e.message}\nRun 'ckpt2diffusers --help' for usage.\n`);
+      return EXIT_USAGE;
+    }
     return reportError(e, io, active);
-  }
-  if (usageError !== undefined) {
-    io.stderr(`error[E_USAGE]: ${usageError}\nRun 'ckpt2diffusers --help' for usage.\n`);
-    return EXIT_USAGE;
   }
   return status ?? 0;
 }

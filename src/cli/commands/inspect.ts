@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { inspectFile, type FileInspection } from '../../inspect.js';
-import { formatBytes, formatCount, table } from '../format.js';
+import { formatBytes, formatCount, plural, table } from '../format.js';
 import type { CliIO } from '../io.js';
 import type { CommandModule } from './types.js';
 
@@ -35,7 +35,7 @@ export function renderInspection(r: FileInspection): string {
     ['parameters', formatCount(r.parameters)],
   ]);
   out += '\ndtypes\n';
-  out += table(Object.entries(r.bytesByDtype).map(([d, b]) => [d, `${formatCount(r.tensorsByDtype[d as keyof typeof r.tensorsByDtype] ?? 0)} tensors`, formatBytes(b ?? 0)]));
+  out += table(Object.entries(r.bytesByDtype).map(([d, b]) => [d, plural(r.tensorsByDtype[d as keyof typeof r.tensorsByDtype] ?? 0, "tensor"), formatBytes(b ?? 0)]));
   out += '\nprefixes\n';
   out += table(r.prefixes.map((p) => [p.prefix, formatCount(p.tensors), formatCount(p.parameters)]));
   const extras = Object.entries(r.extras);
