@@ -1,0 +1,252 @@
+/**
+ * The main job: an original Stable Diffusion checkpoint in, a complete Diffusers folder out.
+ *
+ *   open (headers only) → detect family → plan (every key accounted for) → decide prediction type
+ *   → configs, scheduler, tokenizer → stream tensors into sharded safetensors in a temporary folder
+ *   → re-read every written header against the plan → rename the folder into place.
+ *
+ * Memory stays bounded by a chunk: tensor bytes flow from the source range to the output file.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  modelIndex,
+  pyNumber,
+  schedulerConfig,
+  textEncoderConfig,
+  textEncoderKind,
+  unetConfig,
+  vaeConfig,
+  vaeScalingFactor,
+  type SchedulerKind,
+} from './diffusers/configs.js';
+import { clipTextShapes, openClipTextShapes, unetShapes, vaeShapes } from './diffusers/configs-shapes.js';
+import { prepareOutputFolder, writeTextFile } from './diffusers/output-folder.js';
+import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles } from './diffusers/tokenizer.js';
+import { DEFAULT_MAX_SHARD_BYTES, writeComponentWeights } from './diffusers/write-component.js';
+import { verifyWrittenComponent } from './diffusers/verify-written.js';
+import { CkptError, ErrorCode } from './errors.js';
+import { openCheckpoint } from './formats/open.js';
+import { pythonJsonDumps } from './formats/python-json.js';
+import { parseSizeString } from './formats/shards.js';
+import type { TensorSource } from './formats/tensor-source.js';
+import { detectFamily } from './mapping/detect-family.js';
+import { readOriginalConfig, type OriginalConfig } from './mapping/original-config.js';
+import type { ConversionPlan, FamilyDetection, PlannedComponent } from './mapping/plan-types.js';
+import { planConversion } from './mapping/plan.js';
+import { decidePrediction, type PredictionDecision, type PredictionOverrides } from './mapping/prediction.js';
+import type { ProgressCallback } from './progress.js';
+
+export type OutputDType = 'fp32' | 'fp16' | 'bf16';
+
+export interface ConvertOptions {
+  /** The original LDM yaml (v1-inference.yaml, ...): overrides values read from the tensors. */
+  originalConfig?: string;
+  /** Take the UNet from the EMA copies (`model_ema.*`). */
+  extractEma?: boolean;
+  /** Convert even when the file holds keys no table knows (they are listed in the result). */
+  allowUnknownKeys?: boolean;
+  /** Read a file whose pickle imports dangerous globals (still never executing anything). */
+  allowUnsafePickle?: boolean;
+  /** Output dtype of float tensors; default float32, as Diffusers writes them. */
+  dtype?: OutputDType;
+  /** Variant inserted in the weight file names, e.g. `fp16` → `*.fp16.safetensors`. */
+  variant?: string;
+  /** Largest weight file before sharding: bytes or a size string such as `10GB` (the default). */
+  maxShardSize?: string | number;
+  scheduler?: SchedulerKind;
+  predictionType?: PredictionOverrides['predictionType'];
+  imageSize?: number;
+  upcastAttention?: boolean;
+  /** Overrides the pipeline class written in model_index.json. */
+  pipelineClass?: string;
+  /** A local tokenizer folder to take vocab.json / merges.txt from instead of the bundled BPE. */
+  tokenizerDir?: string;
+  /** Replace an existing non-empty output folder. */
+  force?: boolean;
+  /** Fail when a float16 cast overflows (values beyond ±65504 become ±Inf). */
+  failOnFp16Overflow?: boolean;
+  onProgress?: ProgressCallback;
+}
+
+export const CONVERT_DEFAULTS = {
+  dtype: 'fp32',
+  maxShardSize: DEFAULT_MAX_SHARD_BYTES,
+  scheduler: 'pndm',
+} as const satisfies Partial<ConvertOptions>;
+
+export interface ConvertedComponent {
+  folder: string;
+  className: string;
+  tensors: number;
+  bytes: number;
+  files: string[];
+}
+
+export interface ConvertResult {
+  input: string;
+  outDir: string;
+  family: FamilyDetection;
+  prediction: PredictionDecision;
+  plan: ConversionPlan;
+  components: ConvertedComponent[];
+  /** Tensors whose float16 cast overflowed (values beyond ±65504 became ±Inf). */
+  fp16Overflow: string[];
+  warnings: string[];
+}
+
+/** Converts `input` into a Diffusers folder at `outDir`. */
+export async function convert(input: string, outDir: string, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const progress = options.onProgress ?? (() => undefined);
+  progress({ type: 'phase', phase: 'read', detail: input });
+  const originalConfig = options.originalConfig ? await readOriginalConfig(options.originalConfig) : undefined;
+  const source = await openCheckpoint(input, { allowUnsafePickle: options.allowUnsafePickle });
+  try {
+    progress({ type: 'phase', phase: 'plan' });
+    const family = detectFamily(source.tensors, source.metadata);
+    const plan = planConversion(source.tensors, family, { extractEma: options.extractEma, allowUnknownKeys: options.allowUnknownKeys });
+    const prediction = decidePrediction({
+      family,
+      originalConfig,
+      metadata: source.metadata,
+      extras: source.extras,
+      tensors: source.tensors,
+      overrides: { predictionType: options.predictionType, imageSize: options.imageSize, upcastAttention: options.upcastAttention },
+    });
+    const textFiles = await buildTextFiles(source, plan, prediction, originalConfig, options);
+    const result = await writeFolder(source, plan, textFiles, outDir, options, progress);
+    return { input, family, prediction, plan, ...result };
+  } finally {
+    await source.close();
+  }
+}
+
+/** Every non-weight file of the output, by path relative to the output folder. */
+async function buildTextFiles(
+  source: TensorSource,
+  plan: ConversionPlan,
+  prediction: PredictionDecision,
+  originalConfig: OriginalConfig | undefined,
+  options: ConvertOptions,
+): Promise<Map<string, string | Uint8Array>> {
+  const files = new Map<string, string | Uint8Array>();
+  const json = (obj: unknown) => pythonJsonDumps(obj, { indent: 2, sortKeys: true }) + '\n';
+  const tensors = source.tensors;
+  const imageSize = prediction.imageSize.value;
+  const torchDtype = options.dtype === 'fp16' ? 'float16' : options.dtype === 'bf16' ? 'bfloat16' : 'float32';
+  if (plan.family === 'vae') {
+    files.set('config.json', json(vaeConfig({ shapes: vaeShapes(tensors), originalConfig, imageSize, scalingFactor: vaeScalingFactor('vae', originalConfig) })));
+    return files;
+  }
+  const vae = vaeShapes(tensors);
+  files.set(
+    'unet/config.json',
+    json(unetConfig({ family: plan.family, shapes: unetShapes(tensors), originalConfig, imageSize, vae, upcastAttention: prediction.upcastAttention.value })),
+  );
+  files.set('vae/config.json', json(vaeConfig({ shapes: vae, originalConfig, imageSize, scalingFactor: vaeScalingFactor(plan.family, originalConfig) })));
+  const teKind = textEncoderKind(plan.family);
+  if (teKind) {
+    const shapes = teKind === 'openclip-h' ? openClipTextShapes(tensors) : clipTextShapes(tensors);
+    files.set('text_encoder/config.json', json(textEncoderConfig(teKind, shapes, { torchDtype })));
+    const bpe = options.tokenizerDir ? await loadTokenizerDir(options.tokenizerDir) : await loadPackagedBpe();
+    for (const [name, data] of tokenizerFiles(teKind === 'openclip-h' ? 'openclip' : 'clip-l', { bpe })) files.set(`tokenizer/${name}`, data);
+  }
+  const scheduler = options.scheduler ?? CONVERT_DEFAULTS.scheduler;
+  files.set(
+    'scheduler/scheduler_config.json',
+    json(
+      schedulerConfig(scheduler, {
+        predictionType: prediction.predictionType.value,
+        numTrainTimesteps: originalConfig?.timesteps,
+        betaStart: originalConfig?.linearStart && pyNumber(originalConfig.linearStart),
+        betaEnd: originalConfig?.linearEnd && pyNumber(originalConfig.linearEnd),
+      }),
+    ),
+  );
+  files.set('model_index.json', json(modelIndex({ family: plan.family, scheduler, pipelineClass: options.pipelineClass })));
+  return files;
+}
+
+interface WrittenFolder {
+  outDir: string;
+  components: ConvertedComponent[];
+  fp16Overflow: string[];
+  warnings: string[];
+}
+
+async function writeFolder(
+  source: TensorSource,
+  plan: ConversionPlan,
+  textFiles: Map<string, string | Uint8Array>,
+  outDir: string,
+  options: ConvertOptions,
+  progress: ProgressCallback,
+): Promise<WrittenFolder> {
+  const folder = await prepareOutputFolder(outDir, { force: options.force, keep: [source.path] });
+  try {
+    const components: ConvertedComponent[] = [];
+    const fp16Overflow: string[] = [];
+    for (const component of plan.components) {
+      progress({ type: 'phase', phase: 'write', detail: componentFolder(plan, component) || 'model' });
+      const written = await writeOne(source, plan, component, folder.tempDir, options, progress);
+      components.push(written.summary);
+      fp16Overflow.push(...written.overflow);
+    }
+    for (const [rel, data] of textFiles) {
+      if (typeof data === 'string') await writeTextFile(folder.tempDir, rel, data);
+      else await writeBinaryFile(folder.tempDir, rel, data);
+    }
+    progress({ type: 'phase', phase: 'verify' });
+    for (const component of plan.components) await verifyWrittenComponent(join(folder.tempDir, componentFolder(plan, component)), component, options.dtype ?? 'fp32', options.variant);
+    if (options.failOnFp16Overflow && fp16Overflow.length) {
+      throw new CkptError(ErrorCode.E_FP16_OVERFLOW, `${fp16Overflow.length} tensors overflow float16: ${fp16Overflow.slice(0, 10).join(', ')}`, {
+        file: source.path,
+        data: { tensors: fp16Overflow },
+      });
+    }
+    await folder.commit();
+    const warnings = fp16Overflow.length ? [`${fp16Overflow.length} tensors have values beyond ±65504 that became ±Inf in float16`] : [];
+    return { outDir, components, fp16Overflow, warnings };
+  } catch (e) {
+    await folder.abort();
+    throw e;
+  }
+}
+
+/** A standalone model (a VAE file) is written as the output folder itself. */
+function componentFolder(plan: ConversionPlan, component: PlannedComponent): string {
+  return plan.standalone || component.standalone ? '' : component.folder;
+}
+
+async function writeOne(
+  source: TensorSource,
+  plan: ConversionPlan,
+  component: PlannedComponent,
+  root: string,
+  options: ConvertOptions,
+  progress: ProgressCallback,
+): Promise<{ summary: ConvertedComponent; overflow: string[] }> {
+  const dir = join(root, componentFolder(plan, component));
+  const written = await writeComponentWeights(source, component, dir, {
+    dtype: options.dtype ?? CONVERT_DEFAULTS.dtype,
+    maxShardBytes: parseSizeString(options.maxShardSize ?? CONVERT_DEFAULTS.maxShardSize),
+    variant: options.variant,
+    onProgress: progress,
+  });
+  return {
+    summary: {
+      folder: componentFolder(plan, component) || '.',
+      className: component.className,
+      tensors: component.tensors.length,
+      bytes: written.totalBytes,
+      files: written.files.map((f) => f.slice(root.length + 1)),
+    },
+    overflow: written.overflowTensors,
+  };
+}
+
+async function writeBinaryFile(dir: string, rel: string, data: Uint8Array): Promise<void> {
+  // writeTextFile validates the relative path and creates parent folders; reuse it for the path.
+  const path = await writeTextFile(dir, rel, '');
+  await writeFile(path, data);
+}
