@@ -23,7 +23,8 @@ import {
 import { clipTextShapes, openClipTextShapes, unetShapes, vaeShapes } from './diffusers/configs-shapes.js';
 import { prepareOutputFolder, writeTextFile } from './diffusers/output-folder.js';
 import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles } from './diffusers/tokenizer.js';
-import { DEFAULT_MAX_SHARD_BYTES, writeComponentWeights } from './diffusers/write-component.js';
+import { DEFAULT_MAX_SHARD_BYTES, outputDTypeFor, writeComponentWeights } from './diffusers/write-component.js';
+import { dtypeBytes, numelOf } from './dtypes.js';
 import { verifyWrittenComponent } from './diffusers/verify-written.js';
 import { CkptError, ErrorCode } from './errors.js';
 import { openCheckpoint } from './formats/open.js';
@@ -187,7 +188,7 @@ async function writeFolder(
     const components: ConvertedComponent[] = [];
     const fp16Overflow: string[] = [];
     for (const component of plan.components) {
-      progress({ type: 'phase', phase: 'write', detail: componentFolder(plan, component) || 'model' });
+      progress({ type: 'phase', phase: 'write', detail: componentFolder(plan, component) || 'model', total: plannedTotal(component, options) });
       const written = await writeOne(source, plan, component, folder.tempDir, options, progress);
       components.push(written.summary);
       fp16Overflow.push(...written.overflow);
@@ -211,6 +212,12 @@ async function writeFolder(
     await folder.abort();
     throw e;
   }
+}
+
+function plannedTotal(component: PlannedComponent, options: ConvertOptions): { tensors: number; bytes: number } {
+  const mode = options.dtype ?? CONVERT_DEFAULTS.dtype;
+  const bytes = component.tensors.reduce((n, t) => n + numelOf(t.shape) * dtypeBytes(outputDTypeFor(t.dtype, mode)), 0);
+  return { tensors: component.tensors.length, bytes };
 }
 
 /** A standalone model (a VAE file) is written as the output folder itself. */

@@ -9,6 +9,8 @@ export interface PhaseEvent {
   readonly phase: string;
   /** Optional free text for the renderer (file name, component, counts). */
   readonly detail?: string;
+  /** What the phase will process, when known up front (lets a renderer show a fraction). */
+  readonly total?: { readonly tensors: number; readonly bytes: number };
 }
 
 /** One target tensor was written completely. */
