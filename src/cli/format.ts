@@ -15,23 +15,16 @@ export function formatCount(n: number): string {
   return n.toLocaleString('en-US');
 }
 
-/** Renders rows as aligned columns; numeric-looking cells are right-aligned. */
+/** Renders rows as aligned columns; columns whose cells are all numbers are right-aligned. */
 export function table(rows: readonly (readonly string[])[], indent = '  '): string {
   if (rows.length === 0) return '';
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   const numeric = (s: string) => /^[-+]?[\d,.]+( [KMGT]?B)?%?$/.test(s);
-  return (
-    rows
-      .map((row) =>
-        indent +
-        row
-          .map((cell, i) => (i === row.length - 1 && !numeric(cell) ? cell : numeric(cell) ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
-          .join('  ')
-          .trimEnd(),
-      )
-      .join('\n') + '\n'
-  );
+  const rightAligned = widths.map((_, i) => i > 0 && rows.every((r) => r[i] === undefined || numeric(r[i])));
+  const line = (row: readonly string[]) =>
+    indent + row.map((cell, i) => (rightAligned[i] ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join('  ').trimEnd();
+  return rows.map(line).join('\n') + '\n';
 }
 
 export function plural(n: number, noun: string): string {

@@ -3,6 +3,7 @@
  * A plan is pure data: computed from tensor names and shapes alone, no tensor bytes read.
  */
 import type { DType } from '../dtypes.js';
+import type { ComponentStructures } from './structure.js';
 
 /** Model families the converter knows. */
 export type FamilyId =
@@ -54,6 +55,8 @@ export interface PlannedTensor {
   readonly dtype: DType;
   /** Shape after the op. */
   readonly shape: readonly number[];
+  /** The compiled mapping row that produced it (its source key or prefix), for explanations. */
+  readonly rule?: string;
 }
 
 export type ComponentFolder = 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2' | 'controlnet';
@@ -65,12 +68,20 @@ export interface PlannedComponent {
   readonly library: 'diffusers' | 'transformers';
   /** Target tensors in the order the writer should lay them out. */
   readonly tensors: readonly PlannedTensor[];
+  /** Source prefix the component was read from, e.g. `model.diffusion_model.` ('' at the top level). */
+  readonly sourcePrefix?: string;
+  /** True for a component that is the whole file (a standalone VAE): the writer picks the folder. */
+  readonly standalone?: boolean;
+  /** Block structure read from the checkpoint (levels, layers per block, ...), for the config writer. */
+  readonly structure?: ComponentStructures;
 }
 
 /** Why a source key was deliberately not converted. */
 export interface DroppedKey {
   readonly source: string;
   readonly reason: string;
+  /** Stable id of the reason (mappings/drop-reasons.json), e.g. `ldm-schedule-buffer`. */
+  readonly rule?: string;
 }
 
 /** Every source key ends in exactly one of: mapped, dropped (with a reason), unknown. */
@@ -80,8 +91,19 @@ export interface KeyAccount {
   readonly unknown: readonly string[];
 }
 
+/** EMA copies found in the file, and whether the UNet was taken from them. */
+export interface EmaReport {
+  readonly present: boolean;
+  /** EMA weight tensors (bookkeeping values such as `model_ema.decay` not counted). */
+  readonly count: number;
+  readonly extracted: boolean;
+}
+
 export interface ConversionPlan {
   readonly family: FamilyId;
   readonly components: readonly PlannedComponent[];
   readonly account: KeyAccount;
+  readonly ema?: EmaReport;
+  /** True when the file holds a single component on its own (a standalone VAE). */
+  readonly standalone?: boolean;
 }

@@ -1,0 +1,135 @@
+import { writeFile } from 'node:fs/promises';
+import type { Argv } from 'yargs';
+import { convert, type ConvertOptions, type ConvertResult } from '../../convert.js';
+import { SCHEDULER_KINDS, type SchedulerKind } from '../../diffusers/configs.js';
+import { formatBytes, plural, table } from '../format.js';
+import type { CliIO } from '../io.js';
+import { progressRenderer } from '../progress.js';
+import type { CommandModule } from './types.js';
+
+interface ConvertArgs {
+  input: string;
+  output: string;
+  originalConfig?: string;
+  extractEma: boolean;
+  allowUnknownKeys: boolean;
+  allowUnsafePickle: boolean;
+  dtype?: 'fp32' | 'fp16' | 'bf16';
+  half: boolean;
+  variant?: string;
+  maxShardSize: string;
+  scheduler: SchedulerKind;
+  predictionType?: 'epsilon' | 'v_prediction' | 'v-prediction';
+  imageSize?: number;
+  upcastAttention?: boolean;
+  pipelineClass?: string;
+  tokenizer?: string;
+  force: boolean;
+  report?: string;
+  json: boolean;
+  quiet: boolean;
+}
+
+export const convertCommand: CommandModule<ConvertArgs> = {
+  command: ['$0 <input> <output>', 'convert <input> <output>'],
+  describe: 'Convert an original SD checkpoint (.ckpt/.pt/.bin/.safetensors) to a Diffusers folder',
+  builder: (y: Argv) =>
+    y
+      .positional('input', { type: 'string', describe: 'checkpoint file', demandOption: true })
+      .positional('output', { type: 'string', describe: 'output Diffusers folder (created atomically)', demandOption: true })
+      .option('original-config', { type: 'string', describe: 'original LDM yaml (v1-inference.yaml, ...); overrides values read from the tensors' })
+      .option('extract-ema', { type: 'boolean', default: false, describe: 'take the UNet from the EMA weights (model_ema.*)' })
+      .option('prediction-type', { choices: ['epsilon', 'v_prediction', 'v-prediction'] as const, describe: 'override the detected prediction type' })
+      .option('image-size', { type: 'number', describe: 'override the detected training image size (512, 768, ...)' })
+      .option('upcast-attention', { type: 'boolean', describe: 'set upcast_attention in the UNet config (SD 2.1 in fp16)' })
+      .option('scheduler', { choices: SCHEDULER_KINDS, default: 'pndm' as SchedulerKind, describe: 'scheduler written to scheduler/' })
+      .option('pipeline-class', { type: 'string', describe: 'pipeline class for model_index.json (default: from the family)' })
+      .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'dtype of float weights (default fp32, as Diffusers)' })
+      .option('half', { type: 'boolean', default: false, describe: 'same as --dtype fp16' })
+      .option('variant', { type: 'string', describe: 'weight file variant, e.g. fp16 → *.fp16.safetensors' })
+      .option('max-shard-size', { type: 'string', default: '10GB', describe: 'shard weight files above this size' })
+      .option('tokenizer', { type: 'string', describe: 'local tokenizer folder with vocab.json and merges.txt' })
+      .option('allow-unknown-keys', { type: 'boolean', default: false, describe: 'convert even if some keys match no table' })
+      .option('allow-unsafe-pickle', { type: 'boolean', default: false, describe: 'read a pickle that imports dangerous globals (never executed)' })
+      .option('report', { type: 'string', describe: 'write the full key account (mapped / dropped / unknown) as JSON to this file' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing non-empty output folder' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON on stdout' })
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress on stderr' })
+      .conflicts('half', 'dtype')
+      .example('$0 v1-5-pruned.ckpt sd15/', 'convert a checkpoint')
+      .example('$0 sd21.safetensors sd21/ --half --variant fp16', 'float16 weights named *.fp16.safetensors'),
+  async run(args: ConvertArgs, io: CliIO): Promise<number> {
+    const progress = progressRenderer(io, args.quiet || args.json);
+    let result: ConvertResult;
+    try {
+      result = await convert(args.input, args.output, { ...optionsFrom(args), onProgress: progress.onProgress });
+    } finally {
+      progress.stop(false);
+    }
+    if (args.report) await writeFile(args.report, JSON.stringify(keyReport(result), null, 2) + '\n');
+    io.stdout(args.json ? JSON.stringify(summary(result), null, 2) + '\n' : renderSummary(result));
+    return 0;
+  },
+};
+
+function optionsFrom(a: ConvertArgs): ConvertOptions {
+  return {
+    originalConfig: a.originalConfig,
+    extractEma: a.extractEma,
+    allowUnknownKeys: a.allowUnknownKeys,
+    allowUnsafePickle: a.allowUnsafePickle,
+    dtype: a.half ? 'fp16' : a.dtype,
+    variant: a.variant,
+    maxShardSize: a.maxShardSize,
+    scheduler: a.scheduler,
+    predictionType: a.predictionType,
+    imageSize: a.imageSize,
+    upcastAttention: a.upcastAttention,
+    pipelineClass: a.pipelineClass,
+    tokenizerDir: a.tokenizer,
+    force: a.force,
+  };
+}
+
+/** The documented --json result (schema 1). */
+function summary(r: ConvertResult) {
+  const { account } = r.plan;
+  return {
+    schema: 1,
+    input: r.input,
+    output: r.outDir,
+    family: r.family.family,
+    familyConfidence: r.family.confidence,
+    familyEvidence: r.family.evidence,
+    predictionType: r.prediction.predictionType,
+    imageSize: r.prediction.imageSize,
+    upcastAttention: r.prediction.upcastAttention,
+    ema: r.plan.ema ?? { present: false, count: 0, extracted: false },
+    components: r.components,
+    keys: { mapped: account.mapped.length, dropped: account.dropped.length, unknown: account.unknown },
+    fp16Overflow: r.fp16Overflow,
+    warnings: r.warnings,
+  };
+}
+
+/** --report: every source key and what became of it. */
+function keyReport(r: ConvertResult) {
+  return { ...summary(r), account: r.plan.account };
+}
+
+function renderSummary(r: ConvertResult): string {
+  const s = summary(r);
+  const dropped = new Map<string, number>();
+  for (const d of r.plan.account.dropped) dropped.set(d.reason, (dropped.get(d.reason) ?? 0) + 1);
+  let out = `${r.outDir}: ${s.family} (${s.familyConfidence} confidence)\n`;
+  out += table([
+    ['prediction type', `${s.predictionType.value} (${s.predictionType.confidence}: ${s.predictionType.evidence[0]?.what ?? 'default'})`],
+    ['image size', String(s.imageSize.value)],
+    ['EMA', s.ema.present ? `${plural(s.ema.count, 'EMA tensor')}${s.ema.extracted ? ', UNet taken from EMA' : ' (not used; --extract-ema to use them)'}` : 'none'],
+    ['keys', `${s.keys.mapped} mapped, ${s.keys.dropped} dropped, ${s.keys.unknown.length} unknown`],
+  ]);
+  out += table(r.components.map((c) => [c.folder, c.className, plural(c.tensors, 'tensor'), formatBytes(c.bytes)]));
+  for (const [reason, n] of dropped) out += `  dropped ${n}: ${reason}\n`;
+  for (const w of r.warnings) out += `  warning: ${w}\n`;
+  return out;
+}
