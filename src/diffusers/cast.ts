@@ -186,9 +186,17 @@ function fromF32Bits(bits: Uint32Array, to: DType, overflow: Overflow): Uint8Arr
 function narrowToF16(bits: Uint32Array, overflow: Overflow): Uint8Array {
   const out = new Uint16Array(bits.length);
   let overflowed = 0;
-  for (let i = 0; i < bits.length; i++) {
+  for (let i = 0, n = bits.length; i < n; i++) {
     const b = bits[i];
     const abs = b & F32_ABS_MASK;
+    if (abs >= F16_MIN_NORMAL_AS_F32 && abs < F16_OVERFLOW_THRESHOLD) {
+      // The common case, inlined: rebias the exponent, then round the 13 dropped bits to nearest
+      // even (adding 0xfff plus the kept low bit carries exactly when the tail is over half, or
+      // is half and the kept part is odd). A carry into the exponent is the correct result.
+      const v = abs - F32_TO_F16_REBIAS;
+      out[i] = ((b >>> 16) & 0x8000) | ((v + 0xfff + ((v >>> 13) & 1)) >>> 13);
+      continue;
+    }
     if (abs >= F16_OVERFLOW_THRESHOLD && abs < F32_EXP_MASK) overflowed++;
     out[i] = f32BitsToF16Bits(b);
   }

@@ -4,6 +4,7 @@
  */
 import type { DType } from '../dtypes.js';
 import { checkpointTensors, type CheckpointLayout } from './ldm-layout.js';
+import { planSafetensorsLayout, SafetensorsWriter } from '../formats/safetensors.js';
 import { writeTorchZip, type ZipTensorSpec } from './torch-zip-writer.js';
 
 const PATTERN_BYTES = 1 << 20;
@@ -64,4 +65,20 @@ export async function writeSyntheticCkpt(path: string, layout: CheckpointLayout,
     lightningWrapper: { globalStep },
     data: (spec, n) => syntheticBytes(spec, n, patterns),
   });
+}
+
+/** Writes a synthetic original-layout .safetensors (no wrapper, as A1111/Civitai files are). */
+export async function writeSyntheticSafetensors(path: string, layout: CheckpointLayout, floatDType: 'F32' | 'F16'): Promise<number> {
+  const patterns = new Map<DType, Uint8Array>();
+  const specs = layoutSpecs(layout, floatDType);
+  const plan = planSafetensorsLayout(specs, { format: 'pt' });
+  const writer = await SafetensorsWriter.create(path, plan);
+  try {
+    for (const t of plan.tensors) await writer.writeTensor(t.name, syntheticBytes(t, t.byteLength, patterns));
+    await writer.finish();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return plan.totalBytes;
 }

@@ -205,6 +205,33 @@ describe('float32 -> float16, tricky values', () => {
   });
 });
 
+describe('float32 -> float16, the array path', () => {
+  it('equals the slow reference for every exponent and every rounding case of the dropped 13 bits', () => {
+    const next = prng(99);
+    const words: number[] = [];
+    const tails = [0, 1, 0xfff, 0x1000, 0x1001, 0x1fff];
+    for (let exponent = 0; exponent < 256; exponent++) {
+      for (const sign of [0, 0x80000000]) {
+        for (const tail of tails) {
+          for (const kept of [0, 1, 0x3fe, 0x3ff, next() & 0x3ff]) {
+            const bits = (sign | (exponent << 23) | (kept << 13) | tail) >>> 0;
+            if (exponent === 255 && (kept | tail) !== 0) continue; // NaN payloads: tested above
+            words.push(bits);
+          }
+        }
+      }
+    }
+    for (let i = 0; i < 100_000; i++) {
+      const bits = next() >>> 0;
+      if ((bits & 0x7f800000) !== 0x7f800000) words.push(bits);
+    }
+    const { bytes } = castBytes(u32Bytes(words), 'F32', 'F16');
+    const got = u16Words(bytes);
+    const bad = words.map((w, i) => [w, got[i], referenceF32ToF16(w)]).filter(([, g, r]) => g !== r);
+    expect(bad.slice(0, 5).map(([w, g, r]) => `${w.toString(16)}: ${g.toString(16)} != ${r.toString(16)}`)).toEqual([]);
+  });
+});
+
 describe('float32 -> bfloat16', () => {
   const cases: [string, number, number][] = [
     ['1.0', f32Bits(1), 0x3f80],
