@@ -583,12 +583,18 @@ function runVm(bytes: Uint8Array, ctx: Interpreter): unknown {
   });
   const reader = new BufferReader(bytes);
   let value: unknown;
+  // pickleparser reports integers past 2^53 with console.warn; the library never prints, so the
+  // warning is held back for the (synchronous) run. Such values only occur in non-tensor extras.
+  const warn = console.warn;
+  console.warn = () => undefined;
   try {
     value = parser.read(reader);
   } catch (e) {
     if (isCkptError(e)) throw e;
     const message = e instanceof Error ? e.message : String(e);
     fail(ErrorCode.E_PICKLE_MALFORMED, ctx.file, `pickle: ${message} (near byte ${reader.position}).`, { cause: e, data: { position: reader.position } });
+  } finally {
+    console.warn = warn;
   }
   if (value === undefined) fail(ErrorCode.E_PICKLE_STACK, ctx.file, 'pickle: STOP on an empty stack.');
   return value;
