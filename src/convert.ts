@@ -10,19 +10,23 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  isSdxlFamily,
   modelIndex,
   pyNumber,
   schedulerConfig,
+  sdxlSchedulerConfig,
+  textEncoder2Kind,
   textEncoderConfig,
   textEncoderKind,
   unetConfig,
   vaeConfig,
   vaeScalingFactor,
   type SchedulerKind,
+  type TextEncoderKind,
 } from './diffusers/configs.js';
-import { clipTextShapes, openClipTextShapes, unetShapes, vaeShapes } from './diffusers/configs-shapes.js';
+import { clipTextShapes, openClipProjectedTextShapes, openClipTextShapes, unetShapes, vaeShapes, type TextEncoderShapes } from './diffusers/configs-shapes.js';
 import { prepareOutputFolder, writeTextFile } from './diffusers/output-folder.js';
-import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles } from './diffusers/tokenizer.js';
+import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles, type ClipBpe } from './diffusers/tokenizer.js';
 import { DEFAULT_MAX_SHARD_BYTES, outputDTypeFor, writeComponentWeights } from './diffusers/write-component.js';
 import { dtypeBytes, numelOf } from './dtypes.js';
 import { verifyWrittenComponent } from './diffusers/verify-written.js';
@@ -59,6 +63,8 @@ export interface ConvertOptions {
   predictionType?: PredictionOverrides['predictionType'];
   imageSize?: number;
   upcastAttention?: boolean;
+  /** Force zero-terminal-SNR scheduling (rescale_betas_zero_snr, trailing spacing) on or off. */
+  zeroTerminalSnr?: boolean;
   /** Overrides the pipeline class written in model_index.json. */
   pipelineClass?: string;
   /** A local tokenizer folder to take vocab.json / merges.txt from instead of the bundled BPE. */
@@ -112,7 +118,12 @@ export async function convert(input: string, outDir: string, options: ConvertOpt
       metadata: source.metadata,
       extras: source.extras,
       tensors: source.tensors,
-      overrides: { predictionType: options.predictionType, imageSize: options.imageSize, upcastAttention: options.upcastAttention },
+      overrides: {
+        predictionType: options.predictionType,
+        imageSize: options.imageSize,
+        upcastAttention: options.upcastAttention,
+        zeroTerminalSnr: options.zeroTerminalSnr,
+      },
     });
     const textFiles = await buildTextFiles(source, plan, prediction, originalConfig, options);
     const result = await writeFolder(source, plan, textFiles, outDir, options, progress);
@@ -145,27 +156,47 @@ async function buildTextFiles(
     json(unetConfig({ family: plan.family, shapes: unetShapes(tensors), originalConfig, imageSize, vae, upcastAttention: prediction.upcastAttention.value })),
   );
   files.set('vae/config.json', json(vaeConfig({ shapes: vae, originalConfig, imageSize, scalingFactor: vaeScalingFactor(plan.family, originalConfig) })));
-  const teKind = textEncoderKind(plan.family);
-  if (teKind) {
-    const shapes = teKind === 'openclip-h' ? openClipTextShapes(tensors) : clipTextShapes(tensors);
-    files.set('text_encoder/config.json', json(textEncoderConfig(teKind, shapes, { torchDtype })));
-    const bpe = options.tokenizerDir ? await loadTokenizerDir(options.tokenizerDir) : await loadPackagedBpe();
-    for (const [name, data] of tokenizerFiles(teKind === 'openclip-h' ? 'openclip' : 'clip-l', { bpe })) files.set(`tokenizer/${name}`, data);
+  let bpe: ClipBpe | undefined;
+  const textEncoders: [string, string, TextEncoderKind | undefined][] = [
+    ['text_encoder', 'tokenizer', textEncoderKind(plan.family)],
+    ['text_encoder_2', 'tokenizer_2', textEncoder2Kind(plan.family)],
+  ];
+  for (const [folder, tokenizerFolder, kind] of textEncoders) {
+    if (!kind) continue;
+    files.set(`${folder}/config.json`, json(textEncoderConfig(kind, textEncoderShapes(tensors, kind, componentPrefix(plan, folder)), { torchDtype })));
+    bpe ??= options.tokenizerDir ? await loadTokenizerDir(options.tokenizerDir) : await loadPackagedBpe();
+    const tokenizer = tokenizerFiles(kind === 'clip-l' ? 'clip-l' : 'openclip', { bpe });
+    for (const [name, data] of tokenizer) files.set(`${tokenizerFolder}/${name}`, data);
   }
-  const scheduler = options.scheduler ?? CONVERT_DEFAULTS.scheduler;
-  files.set(
-    'scheduler/scheduler_config.json',
-    json(
-      schedulerConfig(scheduler, {
-        predictionType: prediction.predictionType.value,
-        numTrainTimesteps: originalConfig?.timesteps,
-        betaStart: originalConfig?.linearStart && pyNumber(originalConfig.linearStart),
-        betaEnd: originalConfig?.linearEnd && pyNumber(originalConfig.linearEnd),
-      }),
-    ),
-  );
+  const schedulerParams = {
+    predictionType: prediction.predictionType.value,
+    numTrainTimesteps: originalConfig?.timesteps,
+    betaStart: originalConfig?.linearStart && pyNumber(originalConfig.linearStart),
+    betaEnd: originalConfig?.linearEnd && pyNumber(originalConfig.linearEnd),
+    zeroTerminalSnr: prediction.zeroTerminalSnr?.value,
+  };
+  // Diffusers' SDXL branch always writes Euler; an explicit other --scheduler is honoured.
+  const sdxl = isSdxlFamily(plan.family);
+  const scheduler = sdxl && (options.scheduler === undefined || options.scheduler === CONVERT_DEFAULTS.scheduler) ? 'euler' : (options.scheduler ?? CONVERT_DEFAULTS.scheduler);
+  files.set('scheduler/scheduler_config.json', json(sdxl ? sdxlSchedulerConfig(scheduler, schedulerParams) : schedulerConfig(scheduler, schedulerParams)));
   files.set('model_index.json', json(modelIndex({ family: plan.family, scheduler, pipelineClass: options.pipelineClass })));
   return files;
+}
+
+/** Where a text encoder's keys start: the plan's source prefix, else the family's usual one. */
+function componentPrefix(plan: ConversionPlan, folder: string): string | undefined {
+  return plan.components.find((c) => c.folder === folder)?.sourcePrefix;
+}
+
+function textEncoderShapes(tensors: TensorSource['tensors'], kind: TextEncoderKind, prefix: string | undefined): TextEncoderShapes {
+  switch (kind) {
+    case 'clip-l':
+      return clipTextShapes(tensors, prefix);
+    case 'openclip-h':
+      return openClipTextShapes(tensors, prefix);
+    case 'openclip-bigg':
+      return openClipProjectedTextShapes(tensors, prefix ?? 'conditioner.embedders.1.model.');
+  }
 }
 
 interface WrittenFolder {

@@ -25,6 +25,12 @@ export interface SchedulerParams {
   /** YAML `linear_start` / `linear_end`; SD's 0.00085 / 0.012 when absent. */
   readonly betaStart?: number | PyFloat;
   readonly betaEnd?: number | PyFloat;
+  /**
+   * Zero-terminal-SNR training (ComfyUI's `ztsnr` marker): `rescale_betas_zero_snr: true` with
+   * `timestep_spacing: "trailing"`, what Diffusers' docs prescribe for such models and what users
+   * otherwise set by hand; Diffusers' converters never set it.
+   */
+  readonly zeroTerminalSnr?: boolean;
 }
 
 type Value = string | number | boolean | null | PyFloat;
@@ -138,11 +144,41 @@ function passedKeys(kind: SchedulerKind, params: SchedulerParams): Record<string
 
 /** scheduler_config.json for `--scheduler kind` (default pndm, as the converter). */
 export function schedulerConfig(kind: SchedulerKind, params: SchedulerParams): Record<string, Value> {
-  const className = schedulerClassName(kind);
+  return fromConfig(kind, passedKeys(kind, params), params);
+}
+
+/**
+ * The SDXL branch of download_from_original_stable_diffusion_ckpt: `EulerDiscreteScheduler.from_config`
+ * of a fixed dict (SD's betas, `timestep_spacing: "leading"`, plus DDIM/PNDM keys Euler keeps as
+ * hidden keys), then `register_to_config(clip_sample=False)`. Diffusers always writes Euler there
+ * and always `prediction_type: "epsilon"`; here the prediction type is the decided one (epsilon
+ * unless the file says v) and another scheduler kind gets the same dict through from_config.
+ */
+export function sdxlSchedulerConfig(kind: SchedulerKind, params: SchedulerParams): Record<string, Value> {
+  const passed: Record<string, Value> = {
+    beta_schedule: 'scaled_linear',
+    beta_start: SD_BETA_START,
+    beta_end: SD_BETA_END,
+    interpolation_type: 'linear',
+    num_train_timesteps: params.numTrainTimesteps ?? 1000,
+    prediction_type: params.predictionType,
+    sample_max_value: pyFloat(1),
+    set_alpha_to_one: false,
+    skip_prk_steps: true,
+    steps_offset: 1,
+    timestep_spacing: 'leading',
+    clip_sample: false,
+  };
+  return fromConfig(kind, passed, params);
+}
+
+/** ConfigMixin.from_config: the target's `__init__` defaults, overridden and extended by the passed keys. */
+function fromConfig(kind: SchedulerKind, passed: Readonly<Record<string, Value>>, params: SchedulerParams): Record<string, Value> {
   return {
     ...INIT_DEFAULTS[kind],
-    ...passedKeys(kind, params),
-    _class_name: className,
+    ...passed,
+    ...(params.zeroTerminalSnr ? { rescale_betas_zero_snr: true, timestep_spacing: 'trailing' } : {}),
+    _class_name: schedulerClassName(kind),
     _diffusers_version: DIFFUSERS_VERSION,
   };
 }

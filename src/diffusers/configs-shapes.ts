@@ -11,6 +11,10 @@ export const UNET_PREFIX = 'model.diffusion_model.';
 export const VAE_PREFIX = 'first_stage_model.';
 export const CLIP_L_PREFIX = 'cond_stage_model.transformer.';
 export const OPENCLIP_PREFIX = 'cond_stage_model.model.';
+/** SGM (SDXL) conditioner prefixes: CLIP-L and OpenCLIP bigG of the base, OpenCLIP bigG of the refiner. */
+export const SGM_CLIP_L_PREFIX = 'conditioner.embedders.0.transformer.';
+export const SGM_OPENCLIP_PREFIX = 'conditioner.embedders.1.model.';
+export const SGM_REFINER_OPENCLIP_PREFIX = 'conditioner.embedders.0.model.';
 
 export interface UnetShapes {
   readonly inChannels: number;
@@ -48,6 +52,8 @@ export interface TextEncoderShapes {
   readonly layers: number;
   readonly vocabSize: number;
   readonly maxPositionEmbeddings: number;
+  /** OpenCLIP `text_projection` output width ([width, projection]); undefined without one. */
+  readonly projectionDim?: number;
 }
 
 /** Name -> tensor lookup with shape accessors that fail with the missing key named. */
@@ -199,7 +205,7 @@ export function clipTextShapes(tensors: readonly TensorInfo[], prefix = CLIP_L_P
   };
 }
 
-/** OpenCLIP text tower facts (`cond_stage_model.model.` for SD 2). */
+/** OpenCLIP text tower facts (`cond_stage_model.model.` for SD 2, `conditioner.embedders.N.model.` for SDXL). */
 export function openClipTextShapes(tensors: readonly TensorInfo[], prefix = OPENCLIP_PREFIX): TextEncoderShapes {
   const ix = new ShapeIndex(tensors, 'text encoder');
   return {
@@ -209,4 +215,13 @@ export function openClipTextShapes(tensors: readonly TensorInfo[], prefix = OPEN
     intermediateSize: ix.dim(`${prefix}transformer.resblocks.0.mlp.c_fc.weight`, 0),
     layers: ix.indicesAfter(`${prefix}transformer.resblocks.`).length,
   };
+}
+
+/**
+ * OpenCLIP text tower with its projection (SDXL text_encoder_2): the tower's facts plus the
+ * `text_projection` output width ([width, projection] in OpenCLIP, transposed for transformers).
+ */
+export function openClipProjectedTextShapes(tensors: readonly TensorInfo[], prefix: string): TextEncoderShapes {
+  const ix = new ShapeIndex(tensors, 'text encoder 2');
+  return { ...openClipTextShapes(tensors, prefix), projectionDim: ix.dim(`${prefix}text_projection`, 1) };
 }

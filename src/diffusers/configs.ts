@@ -17,10 +17,17 @@ import { type ConfigObject, DIFFUSERS_VERSION, pyNumber, TRANSFORMERS_VERSION } 
 import { type SchedulerKind, schedulerClassName } from './configs-scheduler.js';
 
 export { DIFFUSERS_VERSION, TRANSFORMERS_VERSION, pyNumber, type ConfigObject, type ConfigValue } from './configs-common.js';
-export { schedulerConfig, schedulerClassName, SCHEDULER_KINDS, type SchedulerKind, type SchedulerParams } from './configs-scheduler.js';
+export { schedulerConfig, sdxlSchedulerConfig, schedulerClassName, SCHEDULER_KINDS, type SchedulerKind, type SchedulerParams } from './configs-scheduler.js';
 
 /** AutoencoderKL's `scaling_factor` default (LDM_VAE_DEFAULT_SCALING_FACTOR in Diffusers). */
 export const DEFAULT_VAE_SCALING_FACTOR = 0.18215;
+/** The SDXL VAE's `scale_factor` (sd_xl_base.yaml / sd_xl_refiner.yaml `scale_factor: 0.13025`). */
+export const SDXL_VAE_SCALING_FACTOR = 0.13025;
+
+/** SDXL base, refiner and inpainting: Stability's SGM checkpoints. */
+export function isSdxlFamily(family: FamilyId): boolean {
+  return family === 'sdxl-base' || family === 'sdxl-refiner' || family === 'sdxl-inpaint';
+}
 
 // ------------------------------------------------------------------------------------------------
 // UNet2DConditionModel
@@ -206,15 +213,32 @@ function unetFromShapes(family: FamilyId, shapes: UnetShapes): ConfigObject {
     attention_head_dim: familyHeadDim(family, shapes.blockOutChannels),
     use_linear_projection: shapes.useLinearProjection,
     transformer_layers_per_block: shapeDepth(shapes),
+    ...shapeAdditionEmbedding(family, shapes),
   };
 }
 
 /**
+ * SDXL's vector conditioning without a YAML: what create_unet_diffusers_config derives from
+ * `num_classes: sequential` with a 2048/1280 context (sd_xl_base.yaml, sd_xl_refiner.yaml), the
+ * input width read from `label_emb.0.0.weight` (2816 base, 2560 refiner).
+ */
+function shapeAdditionEmbedding(family: FamilyId, shapes: UnetShapes): ConfigObject {
+  if (!isSdxlFamily(family)) return {};
+  if (shapes.admInChannels === undefined) {
+    fail(ErrorCode.E_MISSING_TENSOR, undefined, 'UNet: SDXL checkpoint without label_emb.0.0.weight (needed to size the text_time embedding).', {
+      data: { key: 'model.diffusion_model.label_emb.0.0.weight' },
+    });
+  }
+  return { addition_embed_type: 'text_time', addition_time_embed_dim: 256, projection_class_embeddings_input_dim: shapes.admInChannels };
+}
+
+/**
  * Heads when no YAML says: SD 1.x uses 8 heads everywhere (v1-inference.yaml `num_heads: 8`);
- * SD 2.x uses 64-channel heads (`num_head_channels: 64`), i.e. width / 64 per level.
+ * SD 2.x and SDXL use 64-channel heads (`num_head_channels: 64`), i.e. width / 64 per level
+ * (SDXL base [5, 10, 20], refiner [6, 12, 24, 24], as their Hub configs).
  */
 export function familyHeadDim(family: FamilyId, blockOutChannels: readonly number[]): number | number[] {
-  if (family.startsWith('sd2')) return blockOutChannels.map((w) => Math.max(1, Math.floor(w / 64)));
+  if (family.startsWith('sd2') || isSdxlFamily(family)) return blockOutChannels.map((w) => Math.max(1, Math.floor(w / 64)));
   return 8;
 }
 
@@ -285,10 +309,12 @@ export function vaeConfig(input: VaeConfigInput): ConfigObject {
 /**
  * The legacy pipeline converter copies the YAML's `scale_factor` (0.18215 when absent); the
  * standalone VAE converter (convert_vae_pt_to_diffusers.py) never sets it, so AutoencoderKL's
- * default 0.18215 applies whatever the YAML says.
+ * default 0.18215 applies whatever the YAML says. SDXL without a YAML: the converter would fetch
+ * sd_xl_base.yaml / sd_xl_refiner.yaml, whose `scale_factor` is 0.13025.
  */
 export function vaeScalingFactor(family: FamilyId, originalConfig?: OriginalConfig): YamlNumber {
   if (family !== 'vae' && originalConfig?.scaleFactor) return originalConfig.scaleFactor;
+  if (isSdxlFamily(family)) return { value: SDXL_VAE_SCALING_FACTOR, kind: 'float' };
   return { value: DEFAULT_VAE_SCALING_FACTOR, kind: 'float' };
 }
 
@@ -307,8 +333,11 @@ function checkVaeYaml(oc: OriginalConfig, shapes: VaeShapes): void {
 // CLIPTextModel (transformers)
 // ------------------------------------------------------------------------------------------------
 
-/** `clip-l`: OpenAI CLIP ViT-L/14 text tower (SD 1.x); `openclip-h`: OpenCLIP ViT-H (SD 2.x). */
-export type TextEncoderKind = 'clip-l' | 'openclip-h';
+/**
+ * `clip-l`: OpenAI CLIP ViT-L/14 text tower (SD 1.x, SDXL text_encoder); `openclip-h`: OpenCLIP
+ * ViT-H (SD 2.x); `openclip-bigg`: OpenCLIP ViT-bigG with its projection (SDXL text_encoder_2).
+ */
+export type TextEncoderKind = 'clip-l' | 'openclip-h' | 'openclip-bigg';
 
 export interface TextEncoderConfigOptions {
   /** transformers records the weights' dtype; `--half` output is float16. */
@@ -318,9 +347,10 @@ export interface TextEncoderConfigOptions {
 /**
  * text_encoder/config.json: the Hub config Diffusers loads for the family
  * (openai/clip-vit-large-patch14 for FrozenCLIPEmbedder, stabilityai/stable-diffusion-2
- * `text_encoder` for FrozenOpenCLIPEmbedder) with the checkpoint's sizes. SD 2 uses the
+ * `text_encoder` for FrozenOpenCLIPEmbedder, laion/CLIP-ViT-bigG-14-laion2B-39B-b160k with
+ * `projection_dim=1280` for SDXL's text_encoder_2) with the checkpoint's sizes. SD 2 uses the
  * penultimate OpenCLIP layer, so Diffusers' config has one layer fewer than the checkpoint
- * (convert_open_clip_checkpoint drops `resblocks.23`).
+ * (convert_open_clip_checkpoint drops `resblocks.23`); SDXL keeps every bigG layer.
  */
 export function textEncoderConfig(kind: TextEncoderKind, shapes: TextEncoderShapes, options: TextEncoderConfigOptions = {}): ConfigObject {
   const layers = kind === 'openclip-h' ? shapes.layers - 1 : shapes.layers;
@@ -328,12 +358,12 @@ export function textEncoderConfig(kind: TextEncoderKind, shapes: TextEncoderShap
     fail(ErrorCode.E_SHAPE_MISMATCH, undefined, `text encoder: ${shapes.layers} transformer layers found (expected at least ${kind === 'openclip-h' ? 2 : 1}).`);
   }
   return {
-    architectures: ['CLIPTextModel'],
+    architectures: [kind === 'openclip-bigg' ? 'CLIPTextModelWithProjection' : 'CLIPTextModel'],
     attention_dropout: pyFloat(0),
     bos_token_id: 0,
     dropout: pyFloat(0),
     eos_token_id: 2,
-    hidden_act: kind === 'openclip-h' ? 'gelu' : 'quick_gelu',
+    hidden_act: kind === 'clip-l' ? 'quick_gelu' : 'gelu',
     hidden_size: shapes.hiddenSize,
     initializer_factor: pyFloat(1),
     initializer_range: pyFloat(0.02),
@@ -345,17 +375,31 @@ export function textEncoderConfig(kind: TextEncoderKind, shapes: TextEncoderShap
     num_attention_heads: Math.max(1, Math.floor(shapes.hiddenSize / 64)),
     num_hidden_layers: layers,
     pad_token_id: 1,
-    projection_dim: kind === 'openclip-h' ? 512 : 768,
+    projection_dim: projectionDim(kind, shapes),
     torch_dtype: options.torchDtype ?? 'float32',
     transformers_version: TRANSFORMERS_VERSION,
     vocab_size: shapes.vocabSize,
   };
 }
 
-/** Which text encoder a family carries. */
+/**
+ * The Hub configs' projection_dim: 768 (CLIP-L), 512 (SD 2's ViT-H config); SDXL's bigG gets the
+ * width its `text_projection` maps to (Diffusers passes projection_dim=1280, the real width).
+ */
+function projectionDim(kind: TextEncoderKind, shapes: TextEncoderShapes): number {
+  if (kind === 'openclip-bigg') return shapes.projectionDim ?? 1280;
+  return kind === 'openclip-h' ? 512 : 768;
+}
+
+/** Which text encoder a family carries in `text_encoder/` (none for a VAE or the SDXL refiner). */
 export function textEncoderKind(family: FamilyId): TextEncoderKind | undefined {
-  if (family === 'vae') return undefined;
+  if (family === 'vae' || family === 'sdxl-refiner') return undefined;
   return family.startsWith('sd2') ? 'openclip-h' : 'clip-l';
+}
+
+/** What `text_encoder_2/` holds: OpenCLIP bigG with projection for every SDXL family. */
+export function textEncoder2Kind(family: FamilyId): TextEncoderKind | undefined {
+  return isSdxlFamily(family) ? 'openclip-bigg' : undefined;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -379,6 +423,12 @@ export function defaultPipelineClass(family: FamilyId): string {
       return 'StableDiffusionInstructPix2PixPipeline';
     case 'sd2-depth':
       return 'StableDiffusionDepth2ImgPipeline';
+    case 'sdxl-base':
+      return 'StableDiffusionXLPipeline';
+    case 'sdxl-refiner':
+      return 'StableDiffusionXLImg2ImgPipeline';
+    case 'sdxl-inpaint':
+      return 'StableDiffusionXLInpaintPipeline';
     default:
       return 'StableDiffusionPipeline';
   }
@@ -394,6 +444,7 @@ export function modelIndex(input: ModelIndexInput): ConfigObject {
     fail(ErrorCode.E_CONFIG, undefined, 'a standalone VAE is written as a single model folder, without model_index.json.');
   }
   const pipelineClass = input.pipelineClass ?? defaultPipelineClass(input.family);
+  if (isSdxlFamily(input.family)) return sdxlModelIndex(input.family, pipelineClass, input.scheduler);
   const core: ConfigObject = {
     _class_name: pipelineClass,
     _diffusers_version: DIFFUSERS_VERSION,
@@ -413,4 +464,33 @@ export function modelIndex(input: ModelIndexInput): ConfigObject {
     requires_safety_checker: true,
     safety_checker: [null, null],
   };
+}
+
+/** SDXL pipelines whose `__init__` registers `requires_aesthetics_score`. */
+const AESTHETICS_PIPELINES = new Set(['StableDiffusionXLImg2ImgPipeline', 'StableDiffusionXLInpaintPipeline']);
+
+/**
+ * The SDXL branch of download_from_original_stable_diffusion_ckpt: both text encoders and
+ * tokenizers (the refiner has neither `text_encoder` nor `tokenizer`: `[null, null]`),
+ * `force_zeros_for_empty_prompt` (false for the refiner) and, for the Img2Img/Inpaint classes,
+ * `requires_aesthetics_score` (true only for the refiner). No safety checker exists for SDXL.
+ */
+function sdxlModelIndex(family: FamilyId, pipelineClass: string, scheduler: SchedulerKind): ConfigObject {
+  const refiner = family === 'sdxl-refiner';
+  const out: ConfigObject = {
+    _class_name: pipelineClass,
+    _diffusers_version: DIFFUSERS_VERSION,
+    feature_extractor: [null, null],
+    force_zeros_for_empty_prompt: !refiner,
+    image_encoder: [null, null],
+    scheduler: ['diffusers', schedulerClassName(scheduler)],
+    text_encoder: refiner ? [null, null] : ['transformers', 'CLIPTextModel'],
+    text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'],
+    tokenizer: refiner ? [null, null] : ['transformers', 'CLIPTokenizer'],
+    tokenizer_2: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'],
+    vae: ['diffusers', 'AutoencoderKL'],
+  };
+  if (AESTHETICS_PIPELINES.has(pipelineClass)) out.requires_aesthetics_score = refiner;
+  return out;
 }

@@ -156,7 +156,7 @@ function unknownFamily(verdicts: readonly FamilyVerdict[], ctx: ProbeContext): n
   const nearest = [...verdicts].sort((a, b) => a.failed.length - b.failed.length).slice(0, 3);
   const near = nearest.map((v) => `${v.family.family}: ${v.failed.join('; ')}`);
   return fail(ErrorCode.E_UNKNOWN_FAMILY, undefined, `no known model family matches these ${ctx.names.length} tensors. Seen: ${seen.join(', ') || 'nothing'}. Closest: ${near.join(' | ')}.`, {
-    hint: 'The file may be a family not supported yet (SDXL, ControlNet, upscaler, ...) or not a Stable Diffusion checkpoint.',
+    hint: 'The file may be a family not supported yet (ControlNet, upscaler, unCLIP, ...) or not a Stable Diffusion checkpoint.',
     data: { seen, nearMisses: nearest.map((v) => ({ family: v.family.family, failed: v.failed })) },
   });
 }

@@ -36,6 +36,9 @@ const FAMILY_ID_SET: Record<FamilyId, true> = {
   sd2: true,
   'sd2-inpaint': true,
   'sd2-depth': true,
+  'sdxl-base': true,
+  'sdxl-refiner': true,
+  'sdxl-inpaint': true,
   vae: true,
 };
 const FOLDER_SET: Record<ComponentFolder, true> = { unet: true, vae: true, text_encoder: true, text_encoder_2: true, controlnet: true };

@@ -13,6 +13,9 @@ export type FamilyId =
   | 'sd2'
   | 'sd2-inpaint'
   | 'sd2-depth'
+  | 'sdxl-base'
+  | 'sdxl-refiner'
+  | 'sdxl-inpaint'
   | 'vae';
 
 export interface Evidence {

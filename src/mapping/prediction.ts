@@ -11,7 +11,16 @@
  *  3. without a YAML: safetensors `modelspec.*` metadata (kohya / ComfyUI) and ComfyUI's `v_pred`
  *     marker tensor, then the same global_step rules Diffusers applies to its default YAMLs;
  *  4. the family default (SD 1.x epsilon/512; SD 2.x v_prediction/768 as Diffusers assumes for
- *     every SD 2 file, flagged low confidence).
+ *     every SD 2 file, flagged low confidence; SDXL epsilon/1024).
+ *
+ * SDXL differs in two ways. Its SGM YAMLs have no `parameterization` (v models say so only in
+ * `denoiser_config`, which Diffusers never reads; its SDXL branch writes `prediction_type:
+ * "epsilon"` unconditionally and its loaders check no `v_pred` key: anchors.md (b)), so the
+ * file's own evidence (ComfyUI's `v_pred` / `ztsnr` markers, `modelspec.*` metadata) is consulted
+ * with or without a YAML; and the image size is 1024 (Diffusers sets it for any `network_config`
+ * YAML). A fourth decision, zero terminal SNR, comes only from that evidence (ComfyUI
+ * comfy/supported_models.py SDXL.model_type: `v_pred` -> V_PREDICTION, plus `ztsnr` -> zsnr
+ * sampling); it maps to `rescale_betas_zero_snr: true` + `timestep_spacing: "trailing"`.
  */
 import type { TensorInfo } from '../formats/tensor-source.js';
 import type { OriginalConfig } from './original-config.js';
@@ -31,6 +40,8 @@ export interface PredictionOverrides {
   readonly predictionType?: PredictionType | 'v-prediction';
   readonly imageSize?: number;
   readonly upcastAttention?: boolean;
+  /** Force zero-terminal-SNR scheduling on or off. */
+  readonly zeroTerminalSnr?: boolean;
 }
 
 export interface PredictionInput {
@@ -48,6 +59,8 @@ export interface PredictionDecision {
   readonly predictionType: Decided<PredictionType>;
   readonly imageSize: Decided<number>;
   readonly upcastAttention: Decided<boolean>;
+  /** Zero terminal SNR (rescale_betas_zero_snr + trailing spacing); decidePrediction always sets it. */
+  readonly zeroTerminalSnr?: Decided<boolean>;
 }
 
 /** Stability's SD 2.0-base (512, epsilon) checkpoint was saved at this step. */
@@ -58,11 +71,14 @@ export const SD21_768_GLOBAL_STEP = 110000;
 export function decidePrediction(input: PredictionInput): PredictionDecision {
   const family = typeof input.family === 'string' ? input.family : input.family.family;
   const step = globalStep(input.extras);
-  const hints = input.originalConfig ? undefined : metadataHints(input.metadata, input.tensors);
+  // SGM YAMLs say nothing about the prediction type, so SDXL files are always asked.
+  const hints = input.originalConfig && !isSdxl(family) ? undefined : metadataHints(input.metadata, input.tensors);
+  const predictionType = decidePredictionType(family, input, step, hints);
   return {
-    predictionType: decidePredictionType(family, input, step, hints),
+    predictionType,
     imageSize: decideImageSize(family, input, step, hints),
     upcastAttention: decideUpcast(family, input, step),
+    zeroTerminalSnr: decideZeroTerminalSnr(input, predictionType),
   };
 }
 
@@ -82,6 +98,13 @@ function ev(what: string, found: string, implies: string): Evidence {
 function isSd2(family: FamilyId): boolean {
   return family.startsWith('sd2');
 }
+
+function isSdxl(family: FamilyId): boolean {
+  return family.startsWith('sdxl');
+}
+
+/** Diffusers' converter works at 1024 for every SGM (`network_config`) YAML. */
+export const SDXL_IMAGE_SIZE = 1024;
 
 /** The YAML declares v-parameterisation (v2-inference-v.yaml). */
 function yamlSaysV(oc: OriginalConfig): boolean {
@@ -136,6 +159,8 @@ function parsePredictionWord(word: string | undefined): PredictionType | undefin
 /** SAI model-spec architecture ids: `stable-diffusion-v2-768-v`, `stable-diffusion-v2-512`, ... */
 function architectureHint(arch: string): { prediction?: PredictionType; size?: number } {
   const base = arch.split('/')[0];
+  // stable-diffusion-xl-v1-base / -refiner: says the size, not the prediction type (v fine-tunes keep the id).
+  if (/^stable-diffusion-xl-v1-(base|refiner)$/.test(base)) return { size: SDXL_IMAGE_SIZE };
   const m = /^stable-diffusion-v(1|2)(?:-(\d+))?(-v)?$/.exec(base);
   if (!m) return {};
   if (m[1] === '1') return { prediction: 'epsilon', size: 512 };
@@ -164,10 +189,29 @@ function decidePredictionType(family: FamilyId, input: PredictionInput, step: nu
     return { value, confidence: 'high', evidence: [ev('flag --prediction-type', flag, value)] };
   }
   const oc = input.originalConfig;
+  if (isSdxl(family)) return sdxlPrediction(family, oc, hints);
   if (oc) return predictionFromYaml(oc, step);
   const fromMeta = hints ? fromHints(hints.prediction) : undefined;
   if (fromMeta) return fromMeta;
   return predictionDefault(family, step);
+}
+
+/** SDXL: the file's markers and metadata, else epsilon (what Diffusers writes for every SDXL file). */
+function sdxlPrediction(family: FamilyId, oc: OriginalConfig | undefined, hints: MetadataHints | undefined): Decided<PredictionType> {
+  const fromMeta = hints ? fromHints(hints.prediction) : undefined;
+  if (fromMeta) return fromMeta;
+  if (oc) {
+    return {
+      value: 'epsilon',
+      confidence: 'high',
+      evidence: [ev(`original config model.params.${oc.unetSection ?? 'unet_config'}`, 'SGM config, no v_pred marker or prediction metadata', 'epsilon (Diffusers writes epsilon for SDXL)')],
+    };
+  }
+  return {
+    value: 'epsilon',
+    confidence: 'medium',
+    evidence: [ev('family', family, 'epsilon (SDXL base/refiner/inpainting are epsilon models; no v_pred marker or prediction metadata). Pass --prediction-type v_prediction for v fine-tunes that carry neither')],
+  };
 }
 
 /** download_from_original_stable_diffusion_ckpt: `parameterization == "v"` and global_step. */
@@ -219,6 +263,9 @@ function decideImageSize(family: FamilyId, input: PredictionInput, step: number 
     return { value: 512, confidence: 'medium', evidence: [ev('family', 'vae', 'image size 512 (convert_vae_pt_to_diffusers.py always uses 512)')] };
   }
   const oc = input.originalConfig;
+  if (oc && isSdxl(family)) {
+    return { value: SDXL_IMAGE_SIZE, confidence: 'high', evidence: [ev(`original config model.params.${oc.unetSection ?? 'unet_config'}`, 'SGM config', `image size ${SDXL_IMAGE_SIZE} (Diffusers rule for SDXL)`)] };
+  }
   if (oc) return imageSizeFromYaml(oc, step);
   const fromMeta = hints ? fromHints(hints.imageSize) : undefined;
   if (fromMeta) return fromMeta;
@@ -241,6 +288,7 @@ function imageSizeFromYaml(oc: OriginalConfig, step: number | undefined): Decide
 }
 
 function imageSizeDefault(family: FamilyId, step: number | undefined): Decided<number> {
+  if (isSdxl(family)) return { value: SDXL_IMAGE_SIZE, confidence: 'medium', evidence: [ev('family', family, `image size ${SDXL_IMAGE_SIZE} (SDXL default)`)] };
   if (!isSd2(family)) return { value: 512, confidence: 'medium', evidence: [ev('family', family, 'image size 512 (family default)')] };
   if (step === SD2_BASE_GLOBAL_STEP) {
     return { value: 512, confidence: 'medium', evidence: [ev('checkpoint global_step', String(step), 'SD 2-base checkpoint: image size 512 (Diffusers rule)')] };
@@ -276,4 +324,44 @@ function decideUpcast(family: FamilyId, input: PredictionInput, step: number | u
     };
   }
   return { value: true, confidence: 'medium', evidence: [stepEvidence, ev('rule', 'global_step == 110000', 'upcast_attention true (Diffusers rule)')] };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Zero terminal SNR
+// ------------------------------------------------------------------------------------------------
+
+/** `v-zsnr`, `v_ztsnr`, ... : a prediction word that names zero terminal SNR. */
+function saysZeroSnr(word: string | undefined): boolean {
+  return word !== undefined && /z(t)?snr/i.test(word);
+}
+
+/**
+ * ComfyUI writes an empty `ztsnr` tensor next to `v_pred` for zero-terminal-SNR models and reads
+ * it as `zsnr` sampling; some savers put `v-zsnr` in `modelspec.prediction_type`. Zero terminal
+ * SNR without v-prediction cannot be sampled (the last step has no signal), so the evidence is
+ * only acted on for a v-prediction model.
+ */
+function decideZeroTerminalSnr(input: PredictionInput, prediction: Decided<PredictionType>): Decided<boolean> {
+  const flag = input.overrides?.zeroTerminalSnr;
+  if (flag !== undefined) return { value: flag, confidence: 'high', evidence: [ev('flag --zero-terminal-snr', String(flag), `rescale_betas_zero_snr ${flag}`)] };
+  const found: Evidence[] = [];
+  if (input.tensors.some((t) => t.name === 'ztsnr')) found.push(ev('marker tensor ztsnr', 'present', 'zero terminal SNR (ComfyUI zsnr sampling)'));
+  for (const key of ['modelspec.prediction_type', 'modelspec.predict_key']) {
+    if (saysZeroSnr(input.metadata[key])) found.push(ev(`metadata ${key}`, input.metadata[key], 'zero terminal SNR'));
+  }
+  if (found.length === 0) {
+    return { value: false, confidence: 'high', evidence: [ev('marker tensor ztsnr', 'absent', 'no zero terminal SNR (rescale_betas_zero_snr false)')] };
+  }
+  if (prediction.value !== 'v_prediction') {
+    return {
+      value: false,
+      confidence: 'low',
+      evidence: [...found, ev('prediction type', prediction.value, 'zero terminal SNR ignored: it needs v-prediction; pass --prediction-type v_prediction if the model is v')],
+    };
+  }
+  return {
+    value: true,
+    confidence: 'high',
+    evidence: [...found, ev('scheduler', 'v_prediction + zero terminal SNR', 'rescale_betas_zero_snr true, timestep_spacing "trailing" (Diffusers never sets these when converting)')],
+  };
 }

@@ -7,6 +7,11 @@
  * Module order follows the original model classes (ldm.modules.diffusionmodules.openaimodel
  * UNetModel, ldm.modules.diffusionmodules.model Encoder/Decoder, transformers CLIPTextModel,
  * open_clip TextTransformer), because torch's state_dict() walks modules in registration order.
+ *
+ * SDXL checkpoints (Stability's SGM DiffusionEngine) use the same building blocks in another
+ * arrangement: a UNet with `label_emb` vector conditioning and a transformer depth per level,
+ * the denoiser's `sigmas` buffer, text encoders as `conditioner.embedders.N`, then the VAE
+ * (sgmCheckpointTensors; SDXL_BASE_LAYOUT / SDXL_REFINER_LAYOUT are the released models).
  */
 
 export type LayoutDType = 'F32' | 'F16' | 'I64' | 'I32';
@@ -25,11 +30,16 @@ export interface UnetLayout {
   /** Level indices (0 = full resolution) that hold a spatial transformer. */
   attentionLevels: number[];
   contextDim: number;
-  transformerDepth: number;
+  /** Transformer blocks per attention; a list gives one per level (SGM). */
+  transformerDepth: number | number[];
+  /** Mid-block transformer depth; SGM defaults it to the last level's depth. */
+  transformerDepthMiddle?: number;
   /** SD2-style linear proj_in/proj_out instead of 1x1 convs. */
   linearProjection: boolean;
   inChannels: number;
   outChannels: number;
+  /** SGM `adm_in_channels`: a `label_emb` (Linear, SiLU, Linear) vector embedding of this input width. */
+  admInChannels?: number;
 }
 
 export interface VaeLayout {
@@ -96,12 +106,20 @@ function resBlock(emit: Emit, p: string, inCh: number, outCh: number, embDim: nu
   if (inCh !== outCh) conv(emit, `${p}.skip_connection`, outCh, inCh, 1);
 }
 
+function depthAt(u: UnetLayout, level: number): number {
+  return typeof u.transformerDepth === 'number' ? u.transformerDepth : u.transformerDepth[level];
+}
+
+function middleDepth(u: UnetLayout): number {
+  return u.transformerDepthMiddle ?? depthAt(u, u.channelMult.length - 1);
+}
+
 /** attention.SpatialTransformer with BasicTransformerBlocks (attn1, ff, attn2, norm1..3). */
-function spatialTransformer(emit: Emit, p: string, ch: number, u: UnetLayout): void {
+function spatialTransformer(emit: Emit, p: string, ch: number, u: UnetLayout, depth: number): void {
   norm(emit, `${p}.norm`, ch);
   const proj = (name: string) => (u.linearProjection ? linear(emit, name, ch, ch) : conv(emit, name, ch, ch, 1));
   proj(`${p}.proj_in`);
-  for (let d = 0; d < u.transformerDepth; d++) {
+  for (let d = 0; d < depth; d++) {
     const b = `${p}.transformer_blocks.${d}`;
     attention(emit, `${b}.attn1`, ch, ch);
     linear(emit, `${b}.ff.net.0.proj`, ch * 8, ch); // GEGLU: inner dim 4*ch, projected to 2*inner
@@ -126,6 +144,10 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
   const embDim = C * 4;
   linear(emit, 'time_embed.0', embDim, C);
   linear(emit, 'time_embed.2', embDim, embDim);
+  if (u.admInChannels !== undefined) {
+    linear(emit, 'label_emb.0.0', embDim, u.admInChannels);
+    linear(emit, 'label_emb.0.2', embDim, embDim);
+  }
   conv(emit, 'input_blocks.0.0', C, u.inChannels, 3);
   const skipChannels = [C];
   let ch = C;
@@ -134,7 +156,7 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
     for (let j = 0; j < u.numResBlocks; j++) {
       resBlock(emit, `input_blocks.${block}.0`, ch, mult * C, embDim);
       ch = mult * C;
-      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `input_blocks.${block}.1`, ch, u);
+      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `input_blocks.${block}.1`, ch, u, depthAt(u, level));
       skipChannels.push(ch);
       block += 1;
     }
@@ -145,7 +167,7 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
     }
   });
   resBlock(emit, 'middle_block.0', ch, ch, embDim);
-  spatialTransformer(emit, 'middle_block.1', ch, u);
+  spatialTransformer(emit, 'middle_block.1', ch, u, middleDepth(u));
   resBlock(emit, 'middle_block.2', ch, ch, embDim);
   block = 0;
   [...u.channelMult.keys()].reverse().forEach((level) => {
@@ -155,7 +177,7 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
       resBlock(emit, `output_blocks.${block}.0`, ch + skip, mult * C, embDim);
       ch = mult * C;
       let sub = 1;
-      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `output_blocks.${block}.${sub++}`, ch, u);
+      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `output_blocks.${block}.${sub++}`, ch, u, depthAt(u, level));
       if (level !== 0 && j === u.numResBlocks) conv(emit, `output_blocks.${block}.${sub}.conv`, ch, ch, 3);
       block += 1;
     }
@@ -226,14 +248,14 @@ function decoderTensors(emit: Emit, v: VaeLayout): void {
   conv(emit, 'decoder.conv_out', 3, ch, 3);
 }
 
-export function textEncoderTensors(t: TextEncoderLayout): LayoutTensor[] {
-  return t.kind === 'clip-l' ? clipTensors(t) : openClipTensors(t);
+/** `prefix`: where the encoder sits (LatentDiffusion's cond_stage_model by default). */
+export function textEncoderTensors(t: TextEncoderLayout, prefix?: string): LayoutTensor[] {
+  return t.kind === 'clip-l' ? clipTensors(t, prefix ?? 'cond_stage_model.transformer.') : openClipTensors(t, prefix ?? 'cond_stage_model.model.');
 }
 
-function clipTensors(t: Extract<TextEncoderLayout, { kind: 'clip-l' }>): LayoutTensor[] {
+function clipTensors(t: Extract<TextEncoderLayout, { kind: 'clip-l' }>, prefix: string): LayoutTensor[] {
   const out: LayoutTensor[] = [];
-  const emit: Emit = (name, shape, dtype) =>
-    out.push({ name: 'cond_stage_model.transformer.text_model.' + name, shape, ...(dtype ? { dtype } : {}) });
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + 'text_model.' + name, shape, ...(dtype ? { dtype } : {}) });
   const D = t.width;
   if (t.positionIds) emit('embeddings.position_ids', [1, t.positions], 'I64');
   emit('embeddings.token_embedding.weight', [t.vocab, D]);
@@ -250,9 +272,9 @@ function clipTensors(t: Extract<TextEncoderLayout, { kind: 'clip-l' }>): LayoutT
   return out;
 }
 
-function openClipTensors(t: Extract<TextEncoderLayout, { kind: 'openclip' }>): LayoutTensor[] {
+function openClipTensors(t: Extract<TextEncoderLayout, { kind: 'openclip' }>, prefix: string): LayoutTensor[] {
   const out: LayoutTensor[] = [];
-  const emit: Emit = (name, shape, dtype) => out.push({ name: 'cond_stage_model.model.' + name, shape, ...(dtype ? { dtype } : {}) });
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
   const D = t.width;
   emit('positional_embedding', [t.positions, D]);
   emit('text_projection', [D, t.projectionDim]);
@@ -316,5 +338,134 @@ export const SD2_LAYOUT: CheckpointLayout = {
   vae: SD15_LAYOUT.vae,
   textEncoder: { kind: 'openclip', width: 1024, layers: 24, vocab: 49408, positions: 77, projectionDim: 1024 },
   scheduleBuffers: true,
+  ema: false,
+};
+
+// ------------------------------------------------------------------------------------------------
+// SGM (SDXL)
+// ------------------------------------------------------------------------------------------------
+
+export interface SgmCheckpointLayout {
+  /** `admInChannels` set: SDXL's label_emb. */
+  unet: UnetLayout;
+  vae: VaeLayout;
+  /**
+   * `conditioner.embedders` with weights, by index: CLIP-L in transformers layout sits at
+   * `embedders.N.transformer.`, OpenCLIP at `embedders.N.model.` (the size/crop embedders that
+   * follow have no weights).
+   */
+  embedders: TextEncoderLayout[];
+  /** DiscreteDenoiser's `denoiser.sigmas` buffer (1000 entries). */
+  denoiserSigmas: boolean;
+  /** LitEma copies of the UNet, stored after the VAE (DiffusionEngine registers model_ema last). */
+  ema: boolean;
+  /** ComfyUI's empty marker tensors `v_pred` / `ztsnr`, appended as its savers do. */
+  markers?: ('v_pred' | 'ztsnr')[];
+}
+
+/** Every tensor of an SGM DiffusionEngine state dict (model, denoiser, conditioner, first stage, EMA). */
+export function sgmCheckpointTensors(layout: SgmCheckpointLayout): LayoutTensor[] {
+  const unet = unetTensors(layout.unet);
+  const embedders = layout.embedders.flatMap((e, i) =>
+    textEncoderTensors(e, `conditioner.embedders.${i}.${e.kind === 'clip-l' ? 'transformer' : 'model'}.`),
+  );
+  return [
+    ...unet,
+    ...(layout.denoiserSigmas ? [{ name: 'denoiser.sigmas', shape: [1000] }] : []),
+    ...embedders,
+    ...vaeTensors(layout.vae),
+    ...(layout.ema ? emaTensors(unet) : []),
+    ...(layout.markers ?? []).map((name) => ({ name, shape: [0] })),
+  ];
+}
+
+/** SGM architecture parameters under their YAML names, as the fixtures' case.json records them. */
+export interface SgmParams {
+  readonly unet: {
+    readonly adm_in_channels: number;
+    readonly model_channels: number;
+    readonly attention_resolutions: readonly number[];
+    readonly num_res_blocks: number;
+    readonly channel_mult: readonly number[];
+    readonly transformer_depth: number | readonly number[];
+    readonly context_dim: number;
+    readonly in_channels?: number;
+  };
+  readonly vae: { readonly ch: number; readonly ch_mult: readonly number[]; readonly num_res_blocks: number; readonly z_channels: number; readonly embed_dim: number };
+  /** `te` (CLIP-L, embedder 0) is absent for a refiner; `te2` is OpenCLIP (embedder 1, or 0 without `te`). */
+  readonly text_encoders: {
+    readonly te?: { readonly width: number; readonly layers: number; readonly vocab_size: number };
+    readonly te2: { readonly width: number; readonly layers: number; readonly vocab_size: number; readonly embed_dim: number };
+  };
+  readonly ema_copies?: boolean;
+}
+
+/** The layout of an SGM checkpoint from its YAML-style parameters (linear transformers, as every SDXL). */
+export function sgmLayout(p: SgmParams): SgmCheckpointLayout {
+  const { unet: u, text_encoders: te } = p;
+  const embedders: TextEncoderLayout[] = [];
+  if (te.te) embedders.push({ kind: 'clip-l', width: te.te.width, layers: te.te.layers, vocab: te.te.vocab_size, positions: 77, positionIds: true });
+  embedders.push({ kind: 'openclip', width: te.te2.width, layers: te.te2.layers, vocab: te.te2.vocab_size, positions: 77, projectionDim: te.te2.embed_dim });
+  return {
+    unet: {
+      modelChannels: u.model_channels,
+      channelMult: [...u.channel_mult],
+      numResBlocks: u.num_res_blocks,
+      // attention_resolutions are downsampling factors 1, 2, 4, ...: level l has factor 2^l.
+      attentionLevels: u.channel_mult.map((_, l) => l).filter((l) => u.attention_resolutions.includes(2 ** l)),
+      contextDim: u.context_dim,
+      transformerDepth: typeof u.transformer_depth === 'number' ? u.transformer_depth : [...u.transformer_depth],
+      linearProjection: true,
+      inChannels: u.in_channels ?? 4,
+      outChannels: 4,
+      admInChannels: u.adm_in_channels,
+    },
+    vae: { ch: p.vae.ch, chMult: [...p.vae.ch_mult], numResBlocks: p.vae.num_res_blocks, zChannels: p.vae.z_channels, embedDim: p.vae.embed_dim },
+    embedders,
+    denoiserSigmas: true,
+    ema: p.ema_copies === true,
+  };
+}
+
+const SDXL_VAE: VaeLayout = { ch: 128, chMult: [1, 2, 4, 4], numResBlocks: 2, zChannels: 4, embedDim: 4 };
+const OPENCLIP_BIGG: TextEncoderLayout = { kind: 'openclip', width: 1280, layers: 32, vocab: 49408, positions: 77, projectionDim: 1280 };
+
+/** Stability's SDXL base 1.0 (sd_xl_base.yaml): no attention at full resolution, depths [0, 2, 10]. */
+export const SDXL_BASE_LAYOUT: SgmCheckpointLayout = {
+  unet: {
+    modelChannels: 320,
+    channelMult: [1, 2, 4],
+    numResBlocks: 2,
+    attentionLevels: [1, 2],
+    contextDim: 2048,
+    transformerDepth: [0, 2, 10],
+    linearProjection: true,
+    inChannels: 4,
+    outChannels: 4,
+    admInChannels: 2816,
+  },
+  vae: SDXL_VAE,
+  embedders: [{ kind: 'clip-l', width: 768, layers: 12, vocab: 49408, positions: 77, positionIds: true }, OPENCLIP_BIGG],
+  denoiserSigmas: true,
+  ema: false,
+};
+
+/** Stability's SDXL refiner 1.0 (sd_xl_refiner.yaml): 384 channels, 4 levels, depth 4, bigG only. */
+export const SDXL_REFINER_LAYOUT: SgmCheckpointLayout = {
+  unet: {
+    modelChannels: 384,
+    channelMult: [1, 2, 4, 4],
+    numResBlocks: 2,
+    attentionLevels: [1, 2],
+    contextDim: 1280,
+    transformerDepth: 4,
+    linearProjection: true,
+    inChannels: 4,
+    outChannels: 4,
+    admInChannels: 2560,
+  },
+  vae: SDXL_VAE,
+  embedders: [OPENCLIP_BIGG],
+  denoiserSigmas: true,
   ema: false,
 };

@@ -56,11 +56,10 @@ describe('shared cases', () => {
     expect(d.evidence.find((e) => e.what.endsWith('proj_in.weight rank'))).toMatchObject({ found: '4-D' });
   });
 
-  test('sdxl-base is not a supported family yet', () => {
-    const e = caught(() => detectFamily(caseTensors('sdxl-base')));
-    expect(e.code).toBe('E_UNKNOWN_FAMILY');
-    expect(e.data?.seen).toEqual(expect.arrayContaining(['conditioner.embedders.* (67)']));
-    expect(e.message).toMatch(/rules out SGM conditioner/);
+  test('sdxl-base is told from SD1/SD2 by its SGM conditioner (more in sdxl.test.ts)', () => {
+    const d = detectFamily(caseTensors('sdxl-base'));
+    expect(d.family).toBe('sdxl-base');
+    expect(d.evidence.find((e) => e.what === 'keys conditioner.embedders.1.model.*')?.found).toBe('30 keys');
   });
 });
 
