@@ -1,7 +1,10 @@
-import { writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { convert, type ConvertOptions, type ConvertResult } from '../../convert.js';
 import { SCHEDULER_KINDS, type SchedulerKind } from '../../diffusers/configs.js';
+import { CkptError, ErrorCode } from '../../errors.js';
 import { formatBytes, plural, table } from '../format.js';
 import type { CliIO } from '../io.js';
 import { progressRenderer } from '../progress.js';
@@ -40,7 +43,7 @@ export const convertCommand: CommandModule<ConvertArgs> = {
       .option('original-config', { type: 'string', describe: 'original LDM yaml (v1-inference.yaml, ...); overrides values read from the tensors' })
       .option('extract-ema', { type: 'boolean', default: false, describe: 'take the UNet from the EMA weights (model_ema.*)' })
       .option('prediction-type', { choices: ['epsilon', 'v_prediction', 'v-prediction'] as const, describe: 'override the detected prediction type' })
-      .option('image-size', { type: 'number', describe: 'override the detected training image size (512, 768, ...)' })
+      .option('image-size', { type: 'number', describe: 'override the detected training image size (512, 768, ...)', coerce: positiveMultipleOf8 })
       .option('upcast-attention', { type: 'boolean', describe: 'set upcast_attention in the UNet config (SD 2.1 in fp16)' })
       .option('scheduler', { choices: SCHEDULER_KINDS, default: 'pndm' as SchedulerKind, describe: 'scheduler written to scheduler/' })
       .option('pipeline-class', { type: 'string', describe: 'pipeline class for model_index.json (default: from the family)' })
@@ -59,6 +62,8 @@ export const convertCommand: CommandModule<ConvertArgs> = {
       .example('$0 v1-5-pruned.ckpt sd15/', 'convert a checkpoint')
       .example('$0 sd21.safetensors sd21/ --half --variant fp16', 'float16 weights named *.fp16.safetensors'),
   async run(args: ConvertArgs, io: CliIO): Promise<number> {
+    // Fail before converting rather than after: a report that cannot be written is a usage slip.
+    if (args.report) await checkWritableFile(args.report);
     const progress = progressRenderer(io, args.quiet || args.json);
     let result: ConvertResult;
     try {
@@ -71,6 +76,19 @@ export const convertCommand: CommandModule<ConvertArgs> = {
     return 0;
   },
 };
+
+function positiveMultipleOf8(v: number): number {
+  if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) throw new Error(`--image-size must be a positive multiple of 8 (got ${v})`);
+  return v;
+}
+
+async function checkWritableFile(path: string): Promise<void> {
+  try {
+    await access(dirname(resolve(path)), constants.W_OK);
+  } catch (e) {
+    throw new CkptError(ErrorCode.E_IO, `--report: cannot write in ${dirname(resolve(path))} (${(e as NodeJS.ErrnoException).code ?? e})`, { file: path });
+  }
+}
 
 function optionsFrom(a: ConvertArgs): ConvertOptions {
   return {
