@@ -102,6 +102,42 @@ export interface ConvertResult {
   warnings: string[];
 }
 
+/** What a checkpoint's headers say it becomes: everything but the tensor bytes. */
+export interface FolderPlan {
+  family: FamilyDetection;
+  plan: ConversionPlan;
+  prediction: PredictionDecision;
+  /** Every non-weight file of the output (configs, scheduler, tokenizer, model_index), by relative path. */
+  textFiles: Map<string, string | Uint8Array>;
+}
+
+/** The tensor list and header values a plan is made from (a TensorSource, or names and shapes alone). */
+export type CheckpointView = Pick<TensorSource, 'tensors' | 'metadata' | 'extras'>;
+
+/**
+ * Plans a conversion from headers alone: family, key account, prediction type and every config
+ * file. `convert` writes exactly this; tests and `inspect` use it without touching tensor bytes.
+ */
+export async function planFolder(view: CheckpointView, options: ConvertOptions = {}, originalConfig?: OriginalConfig): Promise<FolderPlan> {
+  const family = detectFamily(view.tensors, view.metadata);
+  const plan = planConversion(view.tensors, family, { extractEma: options.extractEma, allowUnknownKeys: options.allowUnknownKeys });
+  const prediction = decidePrediction({
+    family,
+    originalConfig,
+    metadata: view.metadata,
+    extras: view.extras,
+    tensors: view.tensors,
+    overrides: {
+      predictionType: options.predictionType,
+      imageSize: options.imageSize,
+      upcastAttention: options.upcastAttention,
+      zeroTerminalSnr: options.zeroTerminalSnr,
+    },
+  });
+  const textFiles = await buildTextFiles(view, plan, prediction, originalConfig, options);
+  return { family, plan, prediction, textFiles };
+}
+
 /** Converts `input` into a Diffusers folder at `outDir`. */
 export async function convert(input: string, outDir: string, options: ConvertOptions = {}): Promise<ConvertResult> {
   const progress = options.onProgress ?? (() => undefined);
@@ -110,22 +146,7 @@ export async function convert(input: string, outDir: string, options: ConvertOpt
   const source = await openCheckpoint(input, { allowUnsafePickle: options.allowUnsafePickle });
   try {
     progress({ type: 'phase', phase: 'plan' });
-    const family = detectFamily(source.tensors, source.metadata);
-    const plan = planConversion(source.tensors, family, { extractEma: options.extractEma, allowUnknownKeys: options.allowUnknownKeys });
-    const prediction = decidePrediction({
-      family,
-      originalConfig,
-      metadata: source.metadata,
-      extras: source.extras,
-      tensors: source.tensors,
-      overrides: {
-        predictionType: options.predictionType,
-        imageSize: options.imageSize,
-        upcastAttention: options.upcastAttention,
-        zeroTerminalSnr: options.zeroTerminalSnr,
-      },
-    });
-    const textFiles = await buildTextFiles(source, plan, prediction, originalConfig, options);
+    const { family, plan, prediction, textFiles } = await planFolder(source, options, originalConfig);
     const result = await writeFolder(source, plan, textFiles, outDir, options, progress);
     return { input, family, prediction, plan, ...result };
   } finally {
@@ -135,7 +156,7 @@ export async function convert(input: string, outDir: string, options: ConvertOpt
 
 /** Every non-weight file of the output, by path relative to the output folder. */
 async function buildTextFiles(
-  source: TensorSource,
+  source: CheckpointView,
   plan: ConversionPlan,
   prediction: PredictionDecision,
   originalConfig: OriginalConfig | undefined,

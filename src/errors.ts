@@ -14,6 +14,8 @@ export const ErrorCode = {
   E_UNKNOWN_FORMAT: 'E_UNKNOWN_FORMAT',
   /** The file ends before a structure it declares. */
   E_TRUNCATED: 'E_TRUNCATED',
+  /** The input changed (modified, grown or deleted) while it was being read. */
+  E_INPUT_CHANGED: 'E_INPUT_CHANGED',
   /** A count, length or size read from the file exceeds a named limit (see limits.ts). */
   E_LIMIT: 'E_LIMIT',
 
@@ -84,6 +86,28 @@ export const ErrorCode = {
   E_TOKENIZER: 'E_TOKENIZER',
   /** The block keys of a component do not form the layout its table expects (e.g. UNet levels). */
   E_MODEL_STRUCTURE: 'E_MODEL_STRUCTURE',
+
+  // --- ONNX export ----------------------------------------------------------------------------
+  /** A Diffusers folder cannot be exported to ONNX (unsupported config, graph construction error). */
+  E_ONNX_EXPORT: 'E_ONNX_EXPORT',
+  /** onnxruntime-node is needed (checking or running an export) but cannot be loaded. */
+  E_ONNX_RUNTIME: 'E_ONNX_RUNTIME',
+
+  // --- writing the output -------------------------------------------------------------------
+  /** The output filesystem is full (ENOSPC) or over quota (EDQUOT). */
+  E_DISK_FULL: 'E_DISK_FULL',
+  /** The output location cannot be written: read-only filesystem, no permission, or a missing or non-folder parent. */
+  E_OUTPUT_NOT_WRITABLE: 'E_OUTPUT_NOT_WRITABLE',
+  /** The work was stopped by a signal (SIGINT/SIGTERM) or an AbortSignal before it completed. */
+  E_INTERRUPTED: 'E_INTERRUPTED',
+
+  // --- test generation (src/generate) -----------------------------------------------------------
+  /** A scheduler_config.json names a scheduler, option or value the generator does not support. */
+  E_SCHEDULER: 'E_SCHEDULER',
+  /** A generation request or an injected model's output does not fit the pipeline (shape, size, length). */
+  E_PIPELINE: 'E_PIPELINE',
+  /** An image file cannot be read or written as PNG. */
+  E_IMAGE: 'E_IMAGE',
 
   // --- usage ----------------------------------------------------------------------------------
   E_USAGE: 'E_USAGE',
