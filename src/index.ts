@@ -1,5 +1,66 @@
-/** Public library API of ckpt2diffusers: re-exports only. */
+/**
+ * Public library API of ckpt2diffusers: re-exports only.
+ *
+ * Importing this module loads no native code and no ONNX runtime. ONNX export and verification
+ * (`exportOnnx`, `verify`) will be exported from here too, each loading onnxruntime lazily inside
+ * the function, so that `import { convert } from 'ckpt2diffusers'` stays light.
+ */
 export * from './errors.js';
 export * from './dtypes.js';
 export * as limits from './limits.js';
 export type * from './formats/tensor-source.js';
+export type * from './progress.js';
+
+// Conversion
+export { convert, CONVERT_DEFAULTS } from './convert.js';
+export type { ConvertOptions, ConvertResult, ConvertedComponent, OutputDType } from './convert.js';
+
+// Batch
+export {
+  batch,
+  expandInputs,
+  shardOf,
+  parseShard,
+  defaultJobs,
+  fingerprint,
+  readCompletionRecord,
+  COMPLETION_RECORD,
+  CHECKPOINT_EXTENSIONS,
+} from './batch.js';
+export type {
+  BatchOptions,
+  BatchReport,
+  BatchFileResult,
+  BatchStatus,
+  BatchItem,
+  BatchProgressEvent,
+  CompletionRecord,
+  FileOptions,
+  Shard,
+  SourceFingerprint,
+} from './batch.js';
+
+// Reading and checking checkpoints
+export { inspectFile } from './inspect.js';
+export type { FileInspection, InspectOptions, PrefixCount } from './inspect.js';
+export { scanFile } from './scan.js';
+export type { ScanResult, ScannedPickle } from './scan.js';
+export { openCheckpoint } from './formats/open.js';
+export type { OpenCheckpointOptions } from './formats/open.js';
+export { readSafetensorsHeader, openSafetensors, writeSafetensorsFile } from './formats/safetensors.js';
+export type { SafetensorsHeader, SafetensorsTensorData, SafetensorsLayout } from './formats/safetensors.js';
+export { FileSource } from './io/file-source.js';
+
+// Mapping
+export { detectFamily } from './mapping/detect-family.js';
+export { planConversion } from './mapping/plan.js';
+export type { ConversionPlan, FamilyDetection, PlannedComponent } from './mapping/plan-types.js';
+
+// Output folders (atomic write, leftover cleanup) for tools that write their own
+export { cleanStaleTempFolders, removeLiveTempFolders, liveTempFolders } from './diffusers/output-folder.js';
+
+// Test generation without the networks: PyTorch-identical noise, CLIP tokenizer, schedulers, pipeline loop
+export * from './generate/index.js';
+
+// ONNX export and verification: not implemented yet. When they land, export them here as
+// `export { exportOnnx } from './onnx/export.js'` with onnxruntime imported dynamically inside.

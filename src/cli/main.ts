@@ -8,6 +8,7 @@ import { isCkptError } from '../errors.js';
 import { commands } from './commands/index.js';
 import type { CommandModule } from './commands/types.js';
 import { processIO, type CliIO } from './io.js';
+import { installSignalCleanup } from './signals.js';
 
 class UsageError extends Error {}
 
@@ -20,8 +21,12 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
   const parser = buildParser(argv, io, (cmd) => (active = cmd), (s) => (status = s));
   // Throwing from fail() stops yargs before any handler runs.
   parser.fail((msg, err) => {
-    throw err ?? new UsageError(msg);
+    // yargs reports bad flag values (coerce/check) as a YError: a usage error, not a bug.
+    if (err && err.name !== 'YError') throw err;
+    throw new UsageError(msg ?? err?.message ?? 'invalid arguments');
   });
+  // SIGINT/SIGTERM remove the temporary output folders being written, then exit 130/143.
+  const restoreSignals = installSignalCleanup(io);
   try {
     await parser.parseAsync();
   } catch (e) {
@@ -30,6 +35,8 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
       return EXIT_USAGE;
     }
     return reportError(e, io, active);
+  } finally {
+    restoreSignals();
   }
   return status ?? 0;
 }
@@ -66,6 +73,8 @@ function buildParser(
 function reportError(e: unknown, io: CliIO, cmd: CommandModule<never> | undefined): number {
   if (isCkptError(e)) {
     io.stderr(`error[${e.code}]: ${e.message}\n`);
+    // A bad flag value found by the library is still a usage error.
+    if (e.code === 'E_USAGE') return EXIT_USAGE;
     return cmd?.errorExitCode ?? 1;
   }
   const err = e as Error;

@@ -16,6 +16,7 @@ import { planShards, type ShardFile, type WeightsBase } from '../formats/shards.
 import type { TensorSource } from '../formats/tensor-source.js';
 import type { PlannedComponent, PlannedTensor } from '../mapping/plan-types.js';
 import type { ProgressCallback } from '../progress.js';
+import { writeError, writeStep } from '../io/write-errors.js';
 import { plannedByteLength, plannedTensorChunks } from './tensor-ops.js';
 
 /**
@@ -98,7 +99,7 @@ export async function writeComponentWeights(
     maxShardBytes: checkedMaxShardBytes(opts.maxShardBytes),
     variant: opts.variant,
   });
-  await mkdir(dir, { recursive: true });
+  await writeStep(dir, 'cannot create the component folder', () => mkdir(dir, { recursive: true }));
   const ctx: WriteContext = { source, component, opts, overflow: new Map() };
   const files: string[] = [];
   for (const file of plan.files) files.push(await writeWeightsFile(ctx, dir, file));
@@ -131,13 +132,14 @@ async function writeWeightsFile(ctx: WriteContext, dir: string, file: ShardFile<
   const path = join(dir, file.fileName);
   const layout = planSafetensorsLayout(file.entries, { format: 'pt' });
   const byName = new Map(file.entries.map((e) => [e.name, e]));
-  const writer = await SafetensorsWriter.create(path, layout);
+  // Write failures of this file (disk full, read-only) get their own codes; read errors pass through.
+  const writer = await writeStep(path, 'cannot write', () => SafetensorsWriter.create(path, layout));
   try {
     for (const t of layout.tensors) await writeTensor(ctx, writer, byName.get(t.name) as OutputEntry);
     await writer.finish();
   } catch (e) {
-    await writer.abort();
-    throw e;
+    await writer.abort().catch(() => undefined);
+    throw (e as { file?: string })?.file === path ? writeError(path, 'cannot write', e) : e;
   }
   ctx.opts.onProgress?.({ type: 'file', path });
   return path;
@@ -163,7 +165,7 @@ function reportOverflow(ctx: WriteContext, entry: OutputEntry, count: number): v
 
 async function writeIndex(dir: string, fileName: string, json: string, onProgress: ProgressCallback | undefined): Promise<string> {
   const path = join(dir, fileName);
-  await writeFile(path, json, 'utf8');
+  await writeStep(path, 'cannot write', () => writeFile(path, json, 'utf8'));
   onProgress?.({ type: 'file', path });
   return path;
 }

@@ -2,6 +2,7 @@
  * The only way the library reads input files: positional reads through a FileHandle.
  * Never `readFile` a checkpoint: Node 20 refuses files over 2 GiB, and SD checkpoints are 2-7 GB.
  */
+import { fstatSync, type Stats } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { CkptError, ErrorCode } from '../errors.js';
 
@@ -10,6 +11,8 @@ export class FileSource {
     readonly path: string,
     readonly size: number,
     private readonly handle: FileHandle,
+    /** Modification time at open: a later one means the file changed under us. */
+    readonly mtimeMs: number,
   ) {}
 
   static async open(path: string): Promise<FileSource> {
@@ -25,7 +28,7 @@ export class FileSource {
       await handle.close();
       throw new CkptError(ErrorCode.E_IO, 'is not a regular file', { file: path });
     }
-    return new FileSource(path, st.size, handle);
+    return new FileSource(path, st.size, handle, st.mtimeMs);
   }
 
   /**
@@ -52,7 +55,36 @@ export class FileSource {
       }
       done += bytesRead;
     }
+    // Checked after every read: bytes returned here were read before a stat that saw the file
+    // unchanged, so a conversion never mixes old and new contents. fstat costs about a microsecond.
+    this.checkUnchanged(what);
     return buf;
+  }
+
+  /**
+   * Throws E_TRUNCATED when the file shrank since it was opened, E_INPUT_CHANGED when it grew,
+   * was modified in place or was deleted.
+   */
+  checkUnchanged(what = 'data'): void {
+    let st: Stats;
+    try {
+      st = fstatSync(this.handle.fd);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new CkptError(ErrorCode.E_IO, `${what}: cannot check the file (${err.code ?? err.message})`, { file: this.path, cause: e });
+    }
+    const data = { sizeAtOpen: this.size, size: st.size, mtimeMsAtOpen: this.mtimeMs, mtimeMs: st.mtimeMs };
+    if (st.size < this.size) {
+      throw new CkptError(ErrorCode.E_TRUNCATED, `${what}: the file shrank from ${this.size} to ${st.size} bytes while being read.`, { file: this.path, data });
+    }
+    const change = st.size !== this.size ? `grew from ${this.size} to ${st.size} bytes` : st.mtimeMs !== this.mtimeMs ? 'was modified' : st.nlink === 0 ? 'was deleted' : undefined;
+    if (change !== undefined) {
+      throw new CkptError(ErrorCode.E_INPUT_CHANGED, `${what}: the file ${change} while being read.`, {
+        file: this.path,
+        hint: 'Convert it again once it is no longer being written.',
+        data,
+      });
+    }
   }
 
   async close(): Promise<void> {

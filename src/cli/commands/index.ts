@@ -1,6 +1,7 @@
+import { batchCommand } from './batch.js';
 import { convertCommand } from './convert.js';
+import { exportOnnxCommand } from './export-onnx.js';
 import { inspect } from './inspect.js';
 import { scan } from './scan.js';
 import type { CommandModule } from './types.js';
 
-export const commands: CommandModule<never>[] = [convertCommand, inspect, scan] as CommandModule<never>[];
