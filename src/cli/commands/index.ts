@@ -5,3 +5,4 @@ import { inspect } from './inspect.js';
 import { scan } from './scan.js';
 import type { CommandModule } from './types.js';
 
+export const commands: CommandModule<never>[] = [convertCommand, batchCommand, inspect, scan, exportOnnxCommand] as CommandModule<never>[];
