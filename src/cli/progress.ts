@@ -22,7 +22,8 @@ export function progressRenderer(io: CliIO, quiet = false): ProgressRenderer {
   const label = () => (total ? `${phase}: ${formatBytes(done)} / ${formatBytes(total)} (${Math.floor((100 * done) / total)}%)` : phase);
   const show = (text: string) => {
     if (quiet) return;
-    if (!io.interactive) return io.stderr(`${text}\n`);
+    // ora needs a terminal with a width: a pty reporting 0 columns makes it clear lines forever.
+    if (!io.interactive || !((process.stderr.columns ?? 0) > 0)) return io.stderr(`${text}\n`);
     spinner ??= ora({ stream: process.stderr }).start();
     spinner.text = text;
   };
