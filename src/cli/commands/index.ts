@@ -3,6 +3,7 @@ import { convertCommand } from './convert.js';
 import { exportOnnxCommand } from './export-onnx.js';
 import { inspect } from './inspect.js';
 import { scan } from './scan.js';
+import { tokenizeCommand } from './tokenize.js';
 import type { CommandModule } from './types.js';
 
-export const commands: CommandModule<never>[] = [convertCommand, batchCommand, inspect, scan, exportOnnxCommand] as CommandModule<never>[];
+export const commands: CommandModule<never>[] = [convertCommand, batchCommand, inspect, scan, exportOnnxCommand, tokenizeCommand] as CommandModule<never>[];

@@ -1,0 +1,19 @@
+/** The test-generation engine: everything of a Stable Diffusion generation except the networks. */
+export { TorchGenerator, torchRandn, torchRand, normalizeSeed, MAX_TORCH_SEED } from './torch-random.js';
+export { ClipTokenizer, basicClean } from './tokenizer.js';
+export type { ClipTokenizerOptions, Encoding } from './tokenizer.js';
+export { generate, preprocessImage, postprocessImage, sampleLatents } from './pipeline.js';
+export type { PipelineModels, GenerateOptions, GenerateResult, GenerateTimings, StepEvent, RgbImage } from './pipeline.js';
+export {
+  createScheduler,
+  resolveSchedulerName,
+  SCHEDULER_CLASSES,
+  PndmScheduler,
+  DdimScheduler,
+  EulerDiscreteScheduler,
+  EulerAncestralDiscreteScheduler,
+} from './schedulers/index.js';
+export type { Scheduler, SchedulerClassName, SchedulerConfigJson, StepContext, PredictionType, TimestepSpacing } from './schedulers/index.js';
+export type { NoiseSource } from './schedulers/common.js';
+export { encodePng, decodePng, imageToRgb8, writePng, readPng } from './png.js';
+export type { Tensor } from './tensor.js';
