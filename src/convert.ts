@@ -10,7 +10,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  isControlNetFamily,
   isSdxlFamily,
+  isUnclipFamily,
   modelIndex,
   pyNumber,
   schedulerConfig,
@@ -24,7 +26,19 @@ import {
   type SchedulerKind,
   type TextEncoderKind,
 } from './diffusers/configs.js';
-import { clipTextShapes, openClipProjectedTextShapes, openClipTextShapes, unetShapes, vaeShapes, type TextEncoderShapes } from './diffusers/configs-shapes.js';
+import {
+  clipTextShapes,
+  controlNetShapes,
+  openClipProjectedTextShapes,
+  openClipTextShapes,
+  unetShapes,
+  vaeShapes,
+  visionTowerShapes,
+  type TextEncoderShapes,
+} from './diffusers/configs-shapes.js';
+import { controlNetConfig, defaultNormalizerWeights, featureExtractorConfig, imageEncoderConfig, imageNormalizerConfig } from './diffusers/configs-families.js';
+import { ddpmSchedulerConfig } from './diffusers/configs-scheduler.js';
+import { pyFloat } from './formats/python-json.js';
 import { prepareOutputFolder, writeTextFile } from './diffusers/output-folder.js';
 import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles, type ClipBpe } from './diffusers/tokenizer.js';
 import { DEFAULT_MAX_SHARD_BYTES, outputDTypeFor, writeComponentWeights } from './diffusers/write-component.js';
@@ -40,6 +54,7 @@ import { readOriginalConfig, type OriginalConfig } from './mapping/original-conf
 import type { ConversionPlan, FamilyDetection, PlannedComponent } from './mapping/plan-types.js';
 import { planConversion } from './mapping/plan.js';
 import { decidePrediction, type PredictionDecision, type PredictionOverrides } from './mapping/prediction.js';
+import { decideVaeScaling, type VaeFamily, type VaeScalingDecision } from './diffusers/vae-scaling.js';
 import type { ProgressCallback } from './progress.js';
 
 export type OutputDType = 'fp32' | 'fp16' | 'bf16';
@@ -74,6 +89,10 @@ export interface ConvertOptions {
   /** Fail when a float16 cast overflows (values beyond ±65504 become ±Inf). */
   failOnFp16Overflow?: boolean;
   onProgress?: ProgressCallback;
+  /** Standalone VAE: `scaling_factor` to write (overrides every other evidence). */
+  scalingFactor?: number;
+  /** Standalone VAE: whose latent scaling it uses (sd 0.18215, sdxl 0.13025). */
+  vaeFamily?: VaeFamily;
 }
 
 export const CONVERT_DEFAULTS = {
@@ -100,6 +119,8 @@ export interface ConvertResult {
   /** Tensors whose float16 cast overflowed (values beyond ±65504 became ±Inf). */
   fp16Overflow: string[];
   warnings: string[];
+  /** Standalone VAE: the scaling_factor written and the evidence that decided it. */
+  vaeScaling?: VaeScalingDecision;
 }
 
 /** What a checkpoint's headers say it becomes: everything but the tensor bytes. */
@@ -148,7 +169,9 @@ export async function convert(input: string, outDir: string, options: ConvertOpt
     progress({ type: 'phase', phase: 'plan' });
     const { family, plan, prediction, textFiles } = await planFolder(source, options, originalConfig);
     const result = await writeFolder(source, plan, textFiles, outDir, options, progress);
-    return { input, family, prediction, plan, ...result };
+    if (plan.family !== 'vae') return { input, family, prediction, plan, ...result };
+    const vaeScaling = vaeScalingFor(source, options, originalConfig);
+    return { input, family, prediction, plan, ...result, vaeScaling, warnings: [...result.warnings, ...(vaeScaling.warning ? [vaeScaling.warning] : [])] };
   } finally {
     await source.close();
   }
@@ -168,7 +191,14 @@ async function buildTextFiles(
   const imageSize = prediction.imageSize.value;
   const torchDtype = options.dtype === 'fp16' ? 'float16' : options.dtype === 'bf16' ? 'bfloat16' : 'float32';
   if (plan.family === 'vae') {
-    files.set('config.json', json(vaeConfig({ shapes: vaeShapes(tensors), originalConfig, imageSize, scalingFactor: vaeScalingFactor('vae', originalConfig) })));
+    const scalingFactor = { value: vaeScalingFor(source, options, originalConfig).value, kind: 'float' as const };
+    files.set('config.json', json(vaeConfig({ shapes: vaeShapes(tensors), originalConfig, imageSize, scalingFactor })));
+    return files;
+  }
+  if (isControlNetFamily(plan.family)) {
+    // A ControlNet file is one ControlNetModel folder; its shapes size the whole config.
+    const shapes = controlNetShapes(tensors, componentPrefix(plan, 'controlnet') ?? 'control_model.');
+    files.set('config.json', json(controlNetConfig({ family: plan.family, shapes, upcastAttention: prediction.upcastAttention.value })));
     return files;
   }
   const vae = vaeShapes(tensors);
@@ -189,19 +219,78 @@ async function buildTextFiles(
     const tokenizer = tokenizerFiles(kind === 'clip-l' ? 'clip-l' : 'openclip', { bpe });
     for (const [name, data] of tokenizer) files.set(`${tokenizerFolder}/${name}`, data);
   }
+  const upscaler = plan.family === 'sd-x4-upscaler';
   const schedulerParams = {
     predictionType: prediction.predictionType.value,
     numTrainTimesteps: originalConfig?.timesteps,
-    betaStart: originalConfig?.linearStart && pyNumber(originalConfig.linearStart),
-    betaEnd: originalConfig?.linearEnd && pyNumber(originalConfig.linearEnd),
+    // x4-upscaling.yaml: linear_start 0.0001, linear_end 0.02 (SD's 0.00085 / 0.012 otherwise).
+    betaStart: originalConfig?.linearStart ? pyNumber(originalConfig.linearStart) : upscaler ? pyFloat(X4_BETA_START) : undefined,
+    betaEnd: originalConfig?.linearEnd ? pyNumber(originalConfig.linearEnd) : upscaler ? pyFloat(X4_BETA_END) : undefined,
     zeroTerminalSnr: prediction.zeroTerminalSnr?.value,
   };
-  // Diffusers' SDXL branch always writes Euler; an explicit other --scheduler is honoured.
+  const scheduler = defaultScheduler(plan, options);
   const sdxl = isSdxlFamily(plan.family);
-  const scheduler = sdxl && (options.scheduler === undefined || options.scheduler === CONVERT_DEFAULTS.scheduler) ? 'euler' : (options.scheduler ?? CONVERT_DEFAULTS.scheduler);
   files.set('scheduler/scheduler_config.json', json(sdxl ? sdxlSchedulerConfig(scheduler, schedulerParams) : schedulerConfig(scheduler, schedulerParams)));
+  if (upscaler) {
+    // The low-resolution image's noise augmentation (low_scale_config: LDM "linear" betas, i.e.
+    // Diffusers' scaled_linear, 0.0001 .. 0.02 over 1000 steps). Diffusers itself downloads this
+    // file from stabilityai/stable-diffusion-x4-upscaler.
+    files.set(
+      'low_res_scheduler/scheduler_config.json',
+      json(ddpmSchedulerConfig({ num_train_timesteps: 1000, beta_start: pyFloat(X4_BETA_START), beta_end: pyFloat(X4_BETA_END), beta_schedule: 'scaled_linear' })),
+    );
+  }
+  if (isUnclipFamily(plan.family)) addUnclipFiles(files, json, source, plan, options, torchDtype);
   files.set('model_index.json', json(modelIndex({ family: plan.family, scheduler, pipelineClass: options.pipelineClass })));
   return files;
+}
+
+/** x4-upscaling.yaml `linear_start` / `linear_end` (the model's and its low_scale_config's betas). */
+const X4_BETA_START = 0.0001;
+const X4_BETA_END = 0.02;
+
+/**
+ * The scheduler written when --scheduler is not given (or left at its default): Diffusers' SDXL
+ * branch always writes Euler; the x4 upscaler and unCLIP pipelines are published with DDIM
+ * (Diffusers downloads the upscaler's DDIMScheduler config). An explicit other kind is honoured.
+ */
+function defaultScheduler(plan: ConversionPlan, options: ConvertOptions): SchedulerKind {
+  const unset = options.scheduler === undefined || options.scheduler === CONVERT_DEFAULTS.scheduler;
+  if (unset && isSdxlFamily(plan.family)) return 'euler';
+  if (unset && (plan.family === 'sd-x4-upscaler' || isUnclipFamily(plan.family))) return 'ddim';
+  return options.scheduler ?? CONVERT_DEFAULTS.scheduler;
+}
+
+/**
+ * StableUnCLIPImg2ImgPipeline's extra parts, all from the checkpoint: image_encoder config (the
+ * embedder's vision tower), feature_extractor, image_normalizer (config, and zeros / ones weights
+ * when the file holds no CLIP statistics), image_noising_scheduler (v2-1-stable-unclip-*.yaml
+ * noise_schedule_config: 1000 steps, squaredcos_cap_v2, as stable_unclip_image_noising_components).
+ */
+function addUnclipFiles(
+  files: Map<string, string | Uint8Array>,
+  json: (obj: unknown) => string,
+  source: CheckpointView,
+  plan: ConversionPlan,
+  options: ConvertOptions,
+  torchDtype: string,
+): void {
+  const vision = visionTowerShapes(source.tensors, componentPrefix(plan, 'image_encoder') ?? 'embedder.model.visual.');
+  files.set('image_encoder/config.json', json(imageEncoderConfig(plan.family, vision, { torchDtype })));
+  files.set('feature_extractor/preprocessor_config.json', json(featureExtractorConfig(vision.imageSize)));
+  files.set('image_normalizer/config.json', json(imageNormalizerConfig(vision.projectionDim)));
+  if (!plan.components.some((c) => c.folder === 'image_normalizer')) {
+    const dtype = options.dtype === 'fp16' ? 'F16' : options.dtype === 'bf16' ? 'BF16' : 'F32';
+    const name = `diffusion_pytorch_model${options.variant ? `.${options.variant}` : ''}.safetensors`;
+    files.set(`image_normalizer/${name}`, defaultNormalizerWeights(vision.projectionDim, dtype));
+  }
+  files.set('image_noising_scheduler/scheduler_config.json', json(ddpmSchedulerConfig({ num_train_timesteps: 1000, beta_schedule: 'squaredcos_cap_v2' })));
+}
+
+/** A standalone VAE's scaling_factor: flags, metadata, file name, yaml, default (diffusers/vae-scaling.ts). */
+function vaeScalingFor(view: CheckpointView, options: ConvertOptions, originalConfig: OriginalConfig | undefined): VaeScalingDecision {
+  const fileName = (view as Partial<TensorSource>).path;
+  return decideVaeScaling({ scalingFactor: options.scalingFactor, family: options.vaeFamily, metadata: view.metadata, fileName, originalConfig });
 }
 
 /** Where a text encoder's keys start: the plan's source prefix, else the family's usual one. */

@@ -182,3 +182,26 @@ function fromConfig(kind: SchedulerKind, passed: Readonly<Record<string, Value>>
     _diffusers_version: DIFFUSERS_VERSION,
   };
 }
+
+/** DDPMScheduler `__init__` defaults (diffusers 0.31.0 schedulers/scheduling_ddpm.py). */
+const DDPM_DEFAULTS: SchedulerDefaults = {
+  ...COMMON,
+  variance_type: 'fixed_small',
+  clip_sample: true,
+  thresholding: false,
+  dynamic_thresholding_ratio: 0.995,
+  clip_sample_range: pyFloat(1),
+  sample_max_value: pyFloat(1),
+  timestep_spacing: 'leading',
+  rescale_betas_zero_snr: false,
+};
+
+/**
+ * A DDPMScheduler config built with `DDPMScheduler(**passed)` and saved: every `__init__` key,
+ * the passed ones overriding the defaults. Used for the x4 upscaler's `low_res_scheduler` and
+ * unCLIP's `image_noising_scheduler` (convert_from_ckpt.py stable_unclip_image_noising_components:
+ * `DDPMScheduler(num_train_timesteps=..., beta_schedule=...)`).
+ */
+export function ddpmSchedulerConfig(passed: Readonly<Record<string, Value>>): Record<string, Value> {
+  return { ...DDPM_DEFAULTS, ...passed, _class_name: 'DDPMScheduler', _diffusers_version: DIFFUSERS_VERSION };
+}

@@ -35,6 +35,22 @@ export interface UnetShapes {
   readonly useLinearProjection: boolean;
   /** `label_emb.0.0.weight` input width (SDXL add-embedding / projection class embedding). */
   readonly admInChannels?: number;
+  /** `label_emb.weight` rows: an nn.Embedding class embedding (num_class_embeds; x4 upscaler). */
+  readonly numClassEmbeds?: number;
+  /**
+   * Per down level: attn1 attends to the context (its to_k takes the context width, not the
+   * block width), i.e. LDM `disable_self_attentions` / Diffusers `only_cross_attention`; false for
+   * levels without attention.
+   */
+  readonly crossOnlyAttention?: readonly boolean[];
+}
+
+/** ControlNet facts: the UNet's down half plus the hint encoder. */
+export interface ControlNetShapes extends UnetShapes {
+  /** input_hint_block.0 input channels (hint_channels / conditioning_channels). */
+  readonly conditioningChannels: number;
+  /** Output widths of input_hint_block.0, .4, .8, .12 (conditioning_embedding_out_channels). */
+  readonly conditioningEmbeddingOutChannels: readonly number[];
 }
 
 export interface VaeShapes {
@@ -111,8 +127,8 @@ class ShapeIndex {
  * level; `output_blocks` mirror it with num_res_blocks + 1 ResBlocks per level. Same layout that
  * Diffusers' convert_ldm_unet_checkpoint walks.
  */
-export function unetShapes(tensors: readonly TensorInfo[], prefix = UNET_PREFIX): UnetShapes {
-  const ix = new ShapeIndex(tensors, 'UNet');
+export function unetShapes(tensors: readonly TensorInfo[], prefix = UNET_PREFIX, options: { readonly downOnly?: boolean } = {}): UnetShapes {
+  const ix = new ShapeIndex(tensors, options.downOnly ? 'ControlNet' : 'UNet');
   const p = (rest: string) => prefix + rest;
   const levels = downLevels(ix, prefix);
   const layersPerBlock = levels[0].length;
@@ -121,17 +137,66 @@ export function unetShapes(tensors: readonly TensorInfo[], prefix = UNET_PREFIX)
   }
   const projIn = tensors.find((t) => t.name.startsWith(prefix) && t.name.endsWith('.proj_in.weight'));
   const toK = tensors.find((t) => t.name.startsWith(prefix) && /\.attn2\.to_k\.weight$/.test(t.name));
+  const blockOutChannels = levels.map((l) => ix.dim(p(`input_blocks.${l[l.length - 1]}.0.out_layers.3.weight`), 0));
+  const numClassEmbeds = ix.shape(p('label_emb.weight'))?.[0];
+  const crossOnly = levels.map((l, d) => {
+    const attn1 = ix.shape(p(`input_blocks.${l[0]}.1.transformer_blocks.0.attn1.to_k.weight`));
+    return attn1 !== undefined && attn1[attn1.length - 1] !== blockOutChannels[d];
+  });
   return {
     inChannels: ix.dim(p('input_blocks.0.0.weight'), 1),
-    outChannels: ix.dim(p('out.2.weight'), 0),
-    blockOutChannels: levels.map((l) => ix.dim(p(`input_blocks.${l[l.length - 1]}.0.out_layers.3.weight`), 0)),
+    outChannels: options.downOnly ? 0 : ix.dim(p('out.2.weight'), 0),
+    blockOutChannels,
     layersPerBlock,
     downAttention: levels.map((l) => l.some((i) => ix.has(p(`input_blocks.${i}.1.proj_in.weight`)))),
-    upAttention: upAttention(ix, prefix, levels.length, layersPerBlock + 1),
+    upAttention: options.downOnly ? [] : upAttention(ix, prefix, levels.length, layersPerBlock + 1),
     transformerDepth: levels.map((l) => Math.max(0, ...l.map((i) => ix.indicesAfter(p(`input_blocks.${i}.1.transformer_blocks.`)).length))),
     crossAttentionDim: toK ? toK.shape[toK.shape.length - 1] : null,
     useLinearProjection: projIn !== undefined && projIn.shape.length === 2,
     admInChannels: ix.shape(p('label_emb.0.0.weight'))?.[1],
+    ...(numClassEmbeds !== undefined ? { numClassEmbeds } : {}),
+    ...(crossOnly.some((c) => c) ? { crossOnlyAttention: crossOnly } : {}),
+  };
+}
+
+/**
+ * ControlNet facts (cldm ControlNet under `control_model.` or bare): the UNet down-half facts plus
+ * the hint encoder's widths. Its convs at even indices 0..14 are conv_in, six blocks (every
+ * second one strided: indices 4, 8, 12 end a width) and conv_out.
+ */
+export function controlNetShapes(tensors: readonly TensorInfo[], prefix: string): ControlNetShapes {
+  const ix = new ShapeIndex(tensors, 'ControlNet');
+  return {
+    ...unetShapes(tensors, prefix, { downOnly: true }),
+    conditioningChannels: ix.dim(`${prefix}input_hint_block.0.weight`, 1),
+    conditioningEmbeddingOutChannels: [0, 4, 8, 12].map((i) => ix.dim(`${prefix}input_hint_block.${i}.weight`, 0)),
+  };
+}
+
+/** CLIP vision tower facts (OpenCLIP / OpenAI layout, e.g. unCLIP's `embedder.model.visual.`). */
+export interface VisionTowerShapes {
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly layers: number;
+  readonly patchSize: number;
+  readonly numChannels: number;
+  readonly imageSize: number;
+  /** `proj` output width (projection_dim). */
+  readonly projectionDim: number;
+}
+
+export function visionTowerShapes(tensors: readonly TensorInfo[], prefix: string): VisionTowerShapes {
+  const ix = new ShapeIndex(tensors, 'image encoder');
+  const patch = ix.dim(`${prefix}conv1.weight`, -1);
+  const grid = Math.round(Math.sqrt(ix.dim(`${prefix}positional_embedding`, 0) - 1));
+  return {
+    hiddenSize: ix.dim(`${prefix}conv1.weight`, 0),
+    numChannels: ix.dim(`${prefix}conv1.weight`, 1),
+    patchSize: patch,
+    imageSize: grid * patch,
+    intermediateSize: ix.dim(`${prefix}transformer.resblocks.0.mlp.c_fc.weight`, 0),
+    layers: ix.indicesAfter(`${prefix}transformer.resblocks.`).length,
+    projectionDim: ix.dim(`${prefix}proj`, 1),
   };
 }
 

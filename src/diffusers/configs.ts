@@ -23,6 +23,8 @@ export { schedulerConfig, sdxlSchedulerConfig, schedulerClassName, SCHEDULER_KIN
 export const DEFAULT_VAE_SCALING_FACTOR = 0.18215;
 /** The SDXL VAE's `scale_factor` (sd_xl_base.yaml / sd_xl_refiner.yaml `scale_factor: 0.13025`). */
 export const SDXL_VAE_SCALING_FACTOR = 0.13025;
+/** The x4 upscaler VAE's `scale_factor` (x4-upscaling.yaml; StableDiffusionUpscalePipeline insists on it). */
+export const X4_UPSCALER_VAE_SCALING_FACTOR = 0.08333;
 
 /** SDXL base, refiner and inpainting: Stability's SGM checkpoints. */
 export function isSdxlFamily(family: FamilyId): boolean {
@@ -214,7 +216,51 @@ function unetFromShapes(family: FamilyId, shapes: UnetShapes): ConfigObject {
     use_linear_projection: shapes.useLinearProjection,
     transformer_layers_per_block: shapeDepth(shapes),
     ...shapeAdditionEmbedding(family, shapes),
+    ...shapeClassEmbedding(family, shapes),
   };
+}
+
+/**
+ * Class embeddings without a YAML, as create_unet_diffusers_config derives them from the
+ * families' YAMLs: unCLIP's `num_classes: sequential` with a 1024 context gives
+ * `class_embed_type: "projection"` sized by `label_emb.0.0.weight`; the x4 upscaler's integer
+ * `num_classes` gives `num_class_embeds` (the rows of `label_emb.weight`) and its
+ * `disable_self_attentions` gives `only_cross_attention`, read per level from attn1's input width
+ * (a level without attention takes its neighbour's value, as x4-upscaling.yaml writes
+ * [True, True, True, False]).
+ */
+function shapeClassEmbedding(family: FamilyId, shapes: UnetShapes): ConfigObject {
+  const out: ConfigObject = {};
+  if (isUnclipFamily(family)) {
+    if (shapes.admInChannels === undefined) {
+      fail(ErrorCode.E_MISSING_TENSOR, undefined, 'UNet: unCLIP checkpoint without label_emb.0.0.weight (needed to size the projection class embedding).', {
+        data: { key: 'model.diffusion_model.label_emb.0.0.weight' },
+      });
+    }
+    out.class_embed_type = 'projection';
+    out.projection_class_embeddings_input_dim = shapes.admInChannels;
+  }
+  if (shapes.numClassEmbeds !== undefined) out.num_class_embeds = shapes.numClassEmbeds;
+  if (shapes.crossOnlyAttention) {
+    const flags = shapes.crossOnlyAttention;
+    out.only_cross_attention = flags.map((f, i) => {
+      if (shapes.downAttention[i]) return f;
+      const next = flags.findIndex((_, k) => k > i && shapes.downAttention[k]);
+      const prev = [...flags.keys()].reverse().find((k) => k < i && shapes.downAttention[k]);
+      return next >= 0 ? flags[next] : prev !== undefined ? flags[prev] : false;
+    });
+  }
+  return out;
+}
+
+/** SD 2.1 unCLIP (H and L image embedders). */
+export function isUnclipFamily(family: FamilyId): boolean {
+  return family === 'sd21-unclip-h' || family === 'sd21-unclip-l';
+}
+
+/** Standalone ControlNet files (SD 1.x/2.x and SDXL). */
+export function isControlNetFamily(family: FamilyId): boolean {
+  return family === 'controlnet-sd15' || family === 'controlnet-sdxl';
 }
 
 /**
@@ -315,6 +361,7 @@ export function vaeConfig(input: VaeConfigInput): ConfigObject {
 export function vaeScalingFactor(family: FamilyId, originalConfig?: OriginalConfig): YamlNumber {
   if (family !== 'vae' && originalConfig?.scaleFactor) return originalConfig.scaleFactor;
   if (isSdxlFamily(family)) return { value: SDXL_VAE_SCALING_FACTOR, kind: 'float' };
+  if (family === 'sd-x4-upscaler') return { value: X4_UPSCALER_VAE_SCALING_FACTOR, kind: 'float' };
   return { value: DEFAULT_VAE_SCALING_FACTOR, kind: 'float' };
 }
 
@@ -393,8 +440,9 @@ function projectionDim(kind: TextEncoderKind, shapes: TextEncoderShapes): number
 
 /** Which text encoder a family carries in `text_encoder/` (none for a VAE or the SDXL refiner). */
 export function textEncoderKind(family: FamilyId): TextEncoderKind | undefined {
-  if (family === 'vae' || family === 'sdxl-refiner') return undefined;
-  return family.startsWith('sd2') ? 'openclip-h' : 'clip-l';
+  if (family === 'vae' || family === 'sdxl-refiner' || isControlNetFamily(family)) return undefined;
+  // sd2*, sd21-unclip-* and the x4 upscaler condition on OpenCLIP ViT-H (penultimate layer).
+  return family.startsWith('sd2') || family === 'sd-x4-upscaler' ? 'openclip-h' : 'clip-l';
 }
 
 /** What `text_encoder_2/` holds: OpenCLIP bigG with projection for every SDXL family. */
@@ -429,6 +477,11 @@ export function defaultPipelineClass(family: FamilyId): string {
       return 'StableDiffusionXLImg2ImgPipeline';
     case 'sdxl-inpaint':
       return 'StableDiffusionXLInpaintPipeline';
+    case 'sd-x4-upscaler':
+      return 'StableDiffusionUpscalePipeline';
+    case 'sd21-unclip-h':
+    case 'sd21-unclip-l':
+      return 'StableUnCLIPImg2ImgPipeline';
     default:
       return 'StableDiffusionPipeline';
   }
@@ -440,11 +493,13 @@ export function defaultPipelineClass(family: FamilyId): string {
  * `__init__` default (true). Depth2Img registers a depth estimator instead and has no such flag.
  */
 export function modelIndex(input: ModelIndexInput): ConfigObject {
-  if (input.family === 'vae') {
-    fail(ErrorCode.E_CONFIG, undefined, 'a standalone VAE is written as a single model folder, without model_index.json.');
+  if (input.family === 'vae' || isControlNetFamily(input.family)) {
+    fail(ErrorCode.E_CONFIG, undefined, `a standalone ${input.family === 'vae' ? 'VAE' : 'ControlNet'} is written as a single model folder, without model_index.json.`);
   }
   const pipelineClass = input.pipelineClass ?? defaultPipelineClass(input.family);
   if (isSdxlFamily(input.family)) return sdxlModelIndex(input.family, pipelineClass, input.scheduler);
+  if (input.family === 'sd-x4-upscaler' && pipelineClass === 'StableDiffusionUpscalePipeline') return upscalerModelIndex(input.scheduler);
+  if (isUnclipFamily(input.family) && pipelineClass === 'StableUnCLIPImg2ImgPipeline') return unclipModelIndex(input.scheduler);
   const core: ConfigObject = {
     _class_name: pipelineClass,
     _diffusers_version: DIFFUSERS_VERSION,
@@ -493,4 +548,46 @@ function sdxlModelIndex(family: FamilyId, pipelineClass: string, scheduler: Sche
   };
   if (AESTHETICS_PIPELINES.has(pipelineClass)) out.requires_aesthetics_score = refiner;
   return out;
+}
+
+/**
+ * StableDiffusionUpscalePipeline as the legacy converter builds it (no safety checker, feature
+ * extractor or watermarker): its `__init__` registers `max_noise_level` (350, also the
+ * x4-upscaling.yaml low_scale_config value) and the DDPM `low_res_scheduler`.
+ */
+function upscalerModelIndex(scheduler: SchedulerKind): ConfigObject {
+  return {
+    _class_name: 'StableDiffusionUpscalePipeline',
+    _diffusers_version: DIFFUSERS_VERSION,
+    feature_extractor: [null, null],
+    low_res_scheduler: ['diffusers', 'DDPMScheduler'],
+    max_noise_level: X4_MAX_NOISE_LEVEL,
+    safety_checker: [null, null],
+    scheduler: ['diffusers', schedulerClassName(scheduler)],
+    text_encoder: ['transformers', 'CLIPTextModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'],
+    vae: ['diffusers', 'AutoencoderKL'],
+    watermarker: [null, null],
+  };
+}
+
+/** x4-upscaling.yaml low_scale_config.params.max_noise_level (= the pipeline's default). */
+export const X4_MAX_NOISE_LEVEL = 350;
+
+/** StableUnCLIPImg2ImgPipeline (convert_from_ckpt.py, stable_unclip="img2img"): nine components, no flags. */
+function unclipModelIndex(scheduler: SchedulerKind): ConfigObject {
+  return {
+    _class_name: 'StableUnCLIPImg2ImgPipeline',
+    _diffusers_version: DIFFUSERS_VERSION,
+    feature_extractor: ['transformers', 'CLIPImageProcessor'],
+    image_encoder: ['transformers', 'CLIPVisionModelWithProjection'],
+    image_normalizer: ['stable_diffusion', 'StableUnCLIPImageNormalizer'],
+    image_noising_scheduler: ['diffusers', 'DDPMScheduler'],
+    scheduler: ['diffusers', schedulerClassName(scheduler)],
+    text_encoder: ['transformers', 'CLIPTextModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'],
+    vae: ['diffusers', 'AutoencoderKL'],
+  };
 }

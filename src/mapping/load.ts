@@ -39,9 +39,22 @@ const FAMILY_ID_SET: Record<FamilyId, true> = {
   'sdxl-base': true,
   'sdxl-refiner': true,
   'sdxl-inpaint': true,
+  'controlnet-sd15': true,
+  'controlnet-sdxl': true,
+  'sd-x4-upscaler': true,
+  'sd21-unclip-h': true,
+  'sd21-unclip-l': true,
   vae: true,
 };
-const FOLDER_SET: Record<ComponentFolder, true> = { unet: true, vae: true, text_encoder: true, text_encoder_2: true, controlnet: true };
+const FOLDER_SET: Record<ComponentFolder, true> = {
+  unet: true,
+  vae: true,
+  text_encoder: true,
+  text_encoder_2: true,
+  controlnet: true,
+  image_encoder: true,
+  image_normalizer: true,
+};
 
 let cached: Mappings | undefined;
 
@@ -54,13 +67,15 @@ export function loadMappings(): Mappings {
 /** Reads and checks a mappings folder (tests point this at broken copies). */
 export function readMappings(root: URL): Mappings {
   const reasons = parseReasons(readJson(root, 'drop-reasons.json'), 'drop-reasons.json');
-  const tables = new Map<string, TableSpec>();
+  const raw = new Map<string, TableSpec & { readonly extends?: string }>();
   for (const file of jsonFiles(root, 'tables/')) {
     const table = parseTable(readJson(root, file), file, reasons);
-    tables.set(table.name, table);
+    raw.set(table.name, table);
   }
-  const raw = jsonFiles(root, 'families/').map((file) => parseFamily(readJson(root, file), file, reasons));
-  return { tables, families: resolveFamilies(raw, tables), reasons };
+  const tables = new Map<string, TableSpec>();
+  for (const name of raw.keys()) tables.set(name, resolveTable(name, raw, []));
+  const families = jsonFiles(root, 'families/').map((file) => parseFamily(readJson(root, file), file, reasons));
+  return { tables, families: resolveFamilies(families, tables), reasons };
 }
 
 function jsonFiles(root: URL, dir: string): string[] {
@@ -124,7 +139,7 @@ export function parseReasons(json: unknown, file: string): Map<string, string> {
 
 // --- tables ------------------------------------------------------------------------------------
 
-const TABLE_KEYS = ['table', 'from', 'to', 'provenance', 'notes', 'note', 'inner', 'rows', 'layouts'];
+const TABLE_KEYS = ['table', 'extends', 'from', 'to', 'provenance', 'notes', 'note', 'inner', 'rows', 'layouts'];
 const ROW_KEYS = ['source', 'target', 'targets', 'op', 'inner', 'drop', 'slot', 'note'];
 
 /** Context a row is read in: which inner tables it may name, which placeholders it may use. */
@@ -137,7 +152,7 @@ interface RowContext {
   readonly placeholders: readonly string[];
 }
 
-export function parseTable(json: unknown, file: string, reasons: ReadonlyMap<string, string>): TableSpec {
+export function parseTable(json: unknown, file: string, reasons: ReadonlyMap<string, string>): TableSpec & { readonly extends?: string } {
   const o = expectObj(json, file, 'file');
   checkKeys(o, TABLE_KEYS, file, 'file');
   const name = expectString(o.table, file, 'table');
@@ -153,7 +168,27 @@ export function parseTable(json: unknown, file: string, reasons: ReadonlyMap<str
   const topCtx: RowContext = { file, reasons, inner: new Set(inner.keys()), placeholders: [] };
   const rows = expectArray(o.rows ?? [], file, 'rows').map((r, i) => parseRow(r, topCtx, `rows[${i}]`));
   const layouts = expectArray(o.layouts ?? [], file, 'layouts').map((l, i) => parseLayout(l, { ...topCtx }, `layouts[${i}]`));
-  return { name, file, provenance: typeof o.provenance === 'string' ? o.provenance : '', inner, rows, layouts };
+  const base = o.extends === undefined ? undefined : expectString(o.extends, file, 'extends');
+  return { name, file, provenance: typeof o.provenance === 'string' ? o.provenance : '', inner, rows, layouts, ...(base ? { extends: base } : {}) };
+}
+
+/**
+ * A table that `extends` another holds the base table's rows, inner tables and layouts, then its
+ * own (a duplicate row source is reported when the family is compiled; a duplicate inner table
+ * name here). Its own rows may cross only with its own inner tables.
+ */
+function resolveTable(name: string, raw: ReadonlyMap<string, TableSpec & { readonly extends?: string }>, seen: readonly string[]): TableSpec {
+  const t = raw.get(name)!;
+  if (t.extends === undefined) return t;
+  if (seen.includes(name)) bad(t.file, 'extends', `cycle: ${[...seen, name].join(' -> ')}`);
+  if (!raw.has(t.extends)) bad(t.file, 'extends', `unknown table "${t.extends}"`);
+  const base = resolveTable(t.extends, raw, [...seen, name]);
+  const inner = new Map(base.inner);
+  for (const [k, v] of t.inner) {
+    if (inner.has(k)) bad(t.file, `inner.${k}`, `inner table "${k}" is already defined by the base table ${base.file}`);
+    inner.set(k, v);
+  }
+  return { name: t.name, file: t.file, provenance: t.provenance, inner, rows: [...base.rows, ...t.rows], layouts: [...base.layouts, ...t.layouts] };
 }
 
 function parseLayout(raw: unknown, ctx: RowContext, where: string): LayoutSpec {

@@ -16,6 +16,11 @@ export type FamilyId =
   | 'sdxl-base'
   | 'sdxl-refiner'
   | 'sdxl-inpaint'
+  | 'controlnet-sd15'
+  | 'controlnet-sdxl'
+  | 'sd-x4-upscaler'
+  | 'sd21-unclip-h'
+  | 'sd21-unclip-l'
   | 'vae';
 
 export interface Evidence {
@@ -62,7 +67,7 @@ export interface PlannedTensor {
   readonly rule?: string;
 }
 
-export type ComponentFolder = 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2' | 'controlnet';
+export type ComponentFolder = 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2' | 'controlnet' | 'image_encoder' | 'image_normalizer';
 
 export interface PlannedComponent {
   readonly folder: ComponentFolder;

@@ -230,8 +230,23 @@ function predictionFromYaml(oc: OriginalConfig, step: number | undefined): Decid
   return { value: 'v_prediction', confidence: 'high', evidence: [ev(what, 'v', 'v_prediction')] };
 }
 
+/**
+ * The released x4 upscaler and SD 2.1 unCLIP models are v-parameterised (x4-upscaling.yaml,
+ * v2-1-stable-unclip-{h,l}-inference.yaml: `parameterization: "v"`); their image sizes are 128
+ * (the upscaler's unet_config image_size, which Diffusers uses for StableDiffusionUpscalePipeline)
+ * and 768 (unCLIP latent image_size 96 x 8). ControlNets have neither (their files hold no
+ * scheduler or image size).
+ */
+const FAMILY_DEFAULTS: Partial<Record<FamilyId, { readonly prediction: PredictionType; readonly size: number; readonly why: string }>> = {
+  'sd-x4-upscaler': { prediction: 'v_prediction', size: 128, why: 'x4-upscaling.yaml: parameterization "v", unet image_size 128' },
+  'sd21-unclip-h': { prediction: 'v_prediction', size: 768, why: 'v2-1-stable-unclip-h-inference.yaml: parameterization "v", image_size 96 (768 px)' },
+  'sd21-unclip-l': { prediction: 'v_prediction', size: 768, why: 'v2-1-stable-unclip-l-inference.yaml: parameterization "v", image_size 96 (768 px)' },
+};
+
 /** Without YAML, Diffusers loads v1-inference.yaml (eps) or, for SD 2, v2-inference-v.yaml (v). */
 function predictionDefault(family: FamilyId, step: number | undefined): Decided<PredictionType> {
+  const known = FAMILY_DEFAULTS[family];
+  if (known) return { value: known.prediction, confidence: 'medium', evidence: [ev('family', family, `${known.prediction} (family default: ${known.why})`)] };
   if (!isSd2(family)) {
     return { value: 'epsilon', confidence: 'medium', evidence: [ev('family', family, 'epsilon (family default; no YAML, metadata or marker said otherwise)')] };
   }
@@ -266,6 +281,12 @@ function decideImageSize(family: FamilyId, input: PredictionInput, step: number 
   if (oc && isSdxl(family)) {
     return { value: SDXL_IMAGE_SIZE, confidence: 'high', evidence: [ev(`original config model.params.${oc.unetSection ?? 'unet_config'}`, 'SGM config', `image size ${SDXL_IMAGE_SIZE} (Diffusers rule for SDXL)`)] };
   }
+  if (oc && family === 'sd-x4-upscaler') {
+    // download_from_original_stable_diffusion_ckpt: for StableDiffusionUpscalePipeline the image
+    // size is the YAML's unet_config image_size, whatever the parameterization said.
+    const size = oc.unet?.imageSize ?? FAMILY_DEFAULTS['sd-x4-upscaler']!.size;
+    return { value: size, confidence: 'high', evidence: [ev('original config unet_config.params.image_size', String(oc.unet?.imageSize ?? 'absent'), `image size ${size} (Diffusers rule for the x4 upscaler)`)] };
+  }
   if (oc) return imageSizeFromYaml(oc, step);
   const fromMeta = hints ? fromHints(hints.imageSize) : undefined;
   if (fromMeta) return fromMeta;
@@ -288,6 +309,8 @@ function imageSizeFromYaml(oc: OriginalConfig, step: number | undefined): Decide
 }
 
 function imageSizeDefault(family: FamilyId, step: number | undefined): Decided<number> {
+  const known = FAMILY_DEFAULTS[family];
+  if (known) return { value: known.size, confidence: 'medium', evidence: [ev('family', family, `image size ${known.size} (family default: ${known.why})`)] };
   if (isSdxl(family)) return { value: SDXL_IMAGE_SIZE, confidence: 'medium', evidence: [ev('family', family, `image size ${SDXL_IMAGE_SIZE} (SDXL default)`)] };
   if (!isSd2(family)) return { value: 512, confidence: 'medium', evidence: [ev('family', family, 'image size 512 (family default)')] };
   if (step === SD2_BASE_GLOBAL_STEP) {

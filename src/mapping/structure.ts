@@ -127,14 +127,16 @@ function readUnetStructure(rel: RelativeTensors, component: string): UnetStructu
   const nIn = contiguousCount(inputs, 'input_blocks', component);
   const nOut = contiguousCount(outputs, 'output_blocks', component);
   const levels = indicesOf(rel, /^input_blocks\.(\d+)\.0\.op\./).length + 1;
-  const perLevel = nOut / levels;
-  if (!Number.isInteger(perLevel) || perLevel < 2 || nIn !== nOut) {
+  // A ControlNet is the down half alone (no output_blocks): its input blocks give the structure.
+  const downOnly = nOut === 0;
+  const perLevel = (downOnly ? nIn : nOut) / levels;
+  if (!Number.isInteger(perLevel) || perLevel < 2 || (!downOnly && nIn !== nOut)) {
     structureFail(component, `${nIn} input_blocks, ${nOut} output_blocks and ${levels - 1} downsamplers do not form an LDM UNet (expected levels*(L+1) of each)`);
   }
   const L = perLevel - 1;
   const firstOfLevel = (d: number): number => d * perLevel + 1;
   const attentionLevels = range(levels).map((d) => hasPrefix(rel, `input_blocks.${firstOfLevel(d)}.1.`));
-  checkUpAttention(rel, levels, perLevel, attentionLevels, component);
+  if (!downOnly) checkUpAttention(rel, levels, perLevel, attentionLevels, component);
   return {
     kind: 'ldm-unet',
     levels,

@@ -40,6 +40,10 @@ export interface UnetLayout {
   outChannels: number;
   /** SGM `adm_in_channels`: a `label_emb` (Linear, SiLU, Linear) vector embedding of this input width. */
   admInChannels?: number;
+  /** Integer `num_classes`: a `label_emb` nn.Embedding(numClasses, 4 * modelChannels) (x4 upscaler noise levels). */
+  numClasses?: number;
+  /** `disable_self_attentions` per level: attn1 attends to the context instead (x4 upscaler). */
+  disableSelfAttention?: boolean[];
 }
 
 export interface VaeLayout {
@@ -115,13 +119,13 @@ function middleDepth(u: UnetLayout): number {
 }
 
 /** attention.SpatialTransformer with BasicTransformerBlocks (attn1, ff, attn2, norm1..3). */
-function spatialTransformer(emit: Emit, p: string, ch: number, u: UnetLayout, depth: number): void {
+function spatialTransformer(emit: Emit, p: string, ch: number, u: UnetLayout, depth: number, noSelfAttention = false): void {
   norm(emit, `${p}.norm`, ch);
   const proj = (name: string) => (u.linearProjection ? linear(emit, name, ch, ch) : conv(emit, name, ch, ch, 1));
   proj(`${p}.proj_in`);
   for (let d = 0; d < depth; d++) {
     const b = `${p}.transformer_blocks.${d}`;
-    attention(emit, `${b}.attn1`, ch, ch);
+    attention(emit, `${b}.attn1`, ch, noSelfAttention ? u.contextDim : ch);
     linear(emit, `${b}.ff.net.0.proj`, ch * 8, ch); // GEGLU: inner dim 4*ch, projected to 2*inner
     linear(emit, `${b}.ff.net.2`, ch, ch * 4);
     attention(emit, `${b}.attn2`, ch, u.contextDim);
@@ -137,17 +141,26 @@ function attention(emit: Emit, p: string, ch: number, ctx: number): void {
   linear(emit, `${p}.to_out.0`, ch, ch);
 }
 
-export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): LayoutTensor[] {
-  const out: LayoutTensor[] = [];
-  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
+/** time_embed and the class / vector embedding (label_emb), as UNetModel registers them first. */
+function embeddings(emit: Emit, u: UnetLayout): number {
   const C = u.modelChannels;
   const embDim = C * 4;
   linear(emit, 'time_embed.0', embDim, C);
   linear(emit, 'time_embed.2', embDim, embDim);
+  if (u.numClasses !== undefined) emit('label_emb.weight', [u.numClasses, embDim]);
   if (u.admInChannels !== undefined) {
     linear(emit, 'label_emb.0.0', embDim, u.admInChannels);
     linear(emit, 'label_emb.0.2', embDim, embDim);
   }
+  return embDim;
+}
+
+/**
+ * input_blocks (conv_in, ResBlocks with their transformers, downsamplers); `afterBlock` sees the
+ * output width of every input block in order (a ControlNet adds one zero conv per block).
+ */
+function inputBlocks(emit: Emit, u: UnetLayout, embDim: number): number[] {
+  const C = u.modelChannels;
   conv(emit, 'input_blocks.0.0', C, u.inChannels, 3);
   const skipChannels = [C];
   let ch = C;
@@ -156,7 +169,9 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
     for (let j = 0; j < u.numResBlocks; j++) {
       resBlock(emit, `input_blocks.${block}.0`, ch, mult * C, embDim);
       ch = mult * C;
-      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `input_blocks.${block}.1`, ch, u, depthAt(u, level));
+      if (u.attentionLevels.includes(level)) {
+        spatialTransformer(emit, `input_blocks.${block}.1`, ch, u, depthAt(u, level), u.disableSelfAttention?.[level] === true);
+      }
       skipChannels.push(ch);
       block += 1;
     }
@@ -166,10 +181,24 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
       block += 1;
     }
   });
+  return skipChannels;
+}
+
+function middleBlock(emit: Emit, u: UnetLayout, ch: number, embDim: number): void {
   resBlock(emit, 'middle_block.0', ch, ch, embDim);
   spatialTransformer(emit, 'middle_block.1', ch, u, middleDepth(u));
   resBlock(emit, 'middle_block.2', ch, ch, embDim);
-  block = 0;
+}
+
+export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
+  const C = u.modelChannels;
+  const embDim = embeddings(emit, u);
+  const skipChannels = inputBlocks(emit, u, embDim);
+  let ch = skipChannels[skipChannels.length - 1];
+  middleBlock(emit, u, ch, embDim);
+  let block = 0;
   [...u.channelMult.keys()].reverse().forEach((level) => {
     const mult = u.channelMult[level];
     for (let j = 0; j <= u.numResBlocks; j++) {
@@ -177,7 +206,9 @@ export function unetTensors(u: UnetLayout, prefix = 'model.diffusion_model.'): L
       resBlock(emit, `output_blocks.${block}.0`, ch + skip, mult * C, embDim);
       ch = mult * C;
       let sub = 1;
-      if (u.attentionLevels.includes(level)) spatialTransformer(emit, `output_blocks.${block}.${sub++}`, ch, u, depthAt(u, level));
+      if (u.attentionLevels.includes(level)) {
+        spatialTransformer(emit, `output_blocks.${block}.${sub++}`, ch, u, depthAt(u, level), u.disableSelfAttention?.[level] === true);
+      }
       if (level !== 0 && j === u.numResBlocks) conv(emit, `output_blocks.${block}.${sub}.conv`, ch, ch, 3);
       block += 1;
     }
@@ -468,4 +499,203 @@ export const SDXL_REFINER_LAYOUT: SgmCheckpointLayout = {
   embedders: [OPENCLIP_BIGG],
   denoiserSigmas: true,
   ema: false,
+};
+
+// ------------------------------------------------------------------------------------------------
+// ControlNet, x4 upscaler, SD 2.1 unCLIP
+// ------------------------------------------------------------------------------------------------
+
+export interface ControlNetLayout {
+  /** The UNet it controls (only the down half and middle block are built; `admInChannels` for SDXL). */
+  unet: UnetLayout;
+  /** `hint_channels`: channels of the conditioning image. */
+  hintChannels: number;
+  /** Output widths of the hint encoder's conv_in and of its three strided convs (16, 32, 96, 256 in cldm.py). */
+  hintWidths: [number, number, number, number];
+  /** `control_model.` for ControlNet 1.1 files, '' for bare ones. */
+  prefix: string;
+}
+
+/**
+ * cldm.cldm.ControlNet in state_dict order: time_embed (and label_emb), input_blocks, zero_convs
+ * (one 1x1 conv per input block), input_hint_block (8 convs at even indices, SiLU between),
+ * middle_block, middle_block_out.
+ */
+export function controlNetTensors(c: ControlNetLayout): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: c.prefix + name, shape, ...(dtype ? { dtype } : {}) });
+  const embDim = embeddings(emit, c.unet);
+  const widths = inputBlocks(emit, c.unet, embDim);
+  widths.forEach((w, i) => conv(emit, `zero_convs.${i}.0`, w, w, 1));
+  const [w0, w1, w2, w3] = c.hintWidths;
+  const hint: [number, number][] = [
+    [w0, c.hintChannels],
+    [w0, w0],
+    [w1, w0],
+    [w1, w1],
+    [w2, w1],
+    [w2, w2],
+    [w3, w2],
+    [c.unet.modelChannels, w3],
+  ];
+  hint.forEach(([o, i], k) => conv(emit, `input_hint_block.${2 * k}`, o, i, 3));
+  const ch = widths[widths.length - 1];
+  middleBlock(emit, c.unet, ch, embDim);
+  conv(emit, 'middle_block_out.0', ch, ch, 1);
+  return out;
+}
+
+/** Schedule buffers of ldm.modules.diffusionmodules.upscaling.AbstractLowScaleModel.register_schedule. */
+const LOW_SCALE_BUFFERS = [
+  'betas',
+  'alphas_cumprod',
+  'alphas_cumprod_prev',
+  'sqrt_alphas_cumprod',
+  'sqrt_one_minus_alphas_cumprod',
+  'log_one_minus_alphas_cumprod',
+  'sqrt_recip_alphas_cumprod',
+  'sqrt_recipm1_alphas_cumprod',
+];
+
+export interface UpscalerLayout {
+  /** inChannels 7, `numClasses` (1000), `disableSelfAttention` per level. */
+  unet: UnetLayout;
+  /** chMult of 3 levels (x4-upscaling.yaml: [1, 2, 4]). */
+  vae: VaeLayout;
+  textEncoder: Extract<TextEncoderLayout, { kind: 'openclip' }>;
+}
+
+/** LatentUpscaleDiffusion: LatentDiffusion's tensors, then low_scale_model's schedule buffers. */
+export function upscalerCheckpointTensors(l: UpscalerLayout): LayoutTensor[] {
+  return [
+    ...checkpointTensors({ unet: l.unet, vae: l.vae, textEncoder: l.textEncoder, scheduleBuffers: true, ema: false }),
+    ...LOW_SCALE_BUFFERS.map((name) => ({ name: `low_scale_model.${name}`, shape: [1000] })),
+  ];
+}
+
+/** Stability's stable-diffusion-x4-upscaler (x4-upscaling.yaml). */
+export const X4_UPSCALER_LAYOUT: UpscalerLayout = {
+  unet: {
+    modelChannels: 256,
+    channelMult: [1, 2, 2, 4],
+    numResBlocks: 2,
+    attentionLevels: [1, 2, 3],
+    contextDim: 1024,
+    transformerDepth: 1,
+    linearProjection: true,
+    inChannels: 7,
+    outChannels: 4,
+    numClasses: 1000,
+    disableSelfAttention: [true, true, true, false],
+  },
+  vae: { ch: 128, chMult: [1, 2, 4], numResBlocks: 2, zChannels: 4, embedDim: 4 },
+  textEncoder: { kind: 'openclip', width: 1024, layers: 24, vocab: 49408, positions: 77, projectionDim: 1024 },
+};
+
+/** A CLIP vision tower (open_clip / OpenAI VisionTransformer). */
+export interface VisionTowerLayout {
+  width: number;
+  layers: number;
+  patch: number;
+  imageSize: number;
+  /** Output width of `proj` (the image embedding). */
+  embedDim: number;
+}
+
+/** The CLIP model inside the unCLIP image embedder. */
+export interface UnclipEmbedderLayout {
+  visual: VisionTowerLayout;
+  /** Text-side width of the CLIP model (its remnants are stored next to the vision tower). */
+  textWidth: number;
+  textVocab: number;
+  /** ClipImageEmbedder (OpenAI ViT-L/14, unCLIP-L) keeps its text transformer; FrozenOpenCLIPImageEmbedder (unCLIP-H) deletes it. */
+  textLayers?: number;
+}
+
+export interface UnclipLayout {
+  /** `admInChannels` = 2 x embedDim (image embedding + noise-level embedding). */
+  unet: UnetLayout;
+  vae: VaeLayout;
+  textEncoder: Extract<TextEncoderLayout, { kind: 'openclip' }>;
+  embedder: UnclipEmbedderLayout;
+  /** noise_augmentor.data_mean / data_std ([1, embedDim]); Stability registers them non-persistent, so real files lack them. */
+  normalizerStats?: boolean;
+}
+
+function residualBlocks(emit: Emit, prefix: string, width: number, layers: number): void {
+  for (let n = 0; n < layers; n++) {
+    const p = `${prefix}.resblocks.${n}`;
+    norm(emit, `${p}.ln_1`, width);
+    emit(`${p}.attn.in_proj_weight`, [3 * width, width]);
+    emit(`${p}.attn.in_proj_bias`, [3 * width]);
+    linear(emit, `${p}.attn.out_proj`, width, width);
+    norm(emit, `${p}.ln_2`, width);
+    linear(emit, `${p}.mlp.c_fc`, 4 * width, width);
+    linear(emit, `${p}.mlp.c_proj`, width, 4 * width);
+  }
+}
+
+/**
+ * The embedder's CLIP model in state_dict order: its own parameters (positional_embedding,
+ * text_projection, logit_scale), then visual (class_embedding, positional_embedding, proj, conv1,
+ * ln_pre, transformer, ln_post), the text transformer when kept, token_embedding, ln_final.
+ */
+function unclipEmbedderTensors(e: UnclipEmbedderLayout, prefix = 'embedder.model.'): LayoutTensor[] {
+  const out: LayoutTensor[] = [];
+  const emit: Emit = (name, shape, dtype) => out.push({ name: prefix + name, shape, ...(dtype ? { dtype } : {}) });
+  const v = e.visual;
+  emit('positional_embedding', [77, e.textWidth]);
+  emit('text_projection', [e.textWidth, v.embedDim]);
+  emit('logit_scale', []);
+  emit('visual.class_embedding', [v.width]);
+  emit('visual.positional_embedding', [(v.imageSize / v.patch) ** 2 + 1, v.width]);
+  emit('visual.proj', [v.width, v.embedDim]);
+  emit('visual.conv1.weight', [v.width, 3, v.patch, v.patch]);
+  norm(emit, 'visual.ln_pre', v.width);
+  residualBlocks(emit, 'visual.transformer', v.width, v.layers);
+  norm(emit, 'visual.ln_post', v.width);
+  if (e.textLayers !== undefined) residualBlocks(emit, 'transformer', e.textWidth, e.textLayers);
+  emit('token_embedding.weight', [e.textVocab, e.textWidth]);
+  norm(emit, 'ln_final', e.textWidth);
+  return out;
+}
+
+/**
+ * ImageEmbeddingConditionedLatentDiffusion: LatentDiffusion's tensors, then the embedder and the
+ * noise augmentor (CLIPEmbeddingNoiseAugmentation: its schedule buffers).
+ */
+export function unclipCheckpointTensors(l: UnclipLayout): LayoutTensor[] {
+  const E = l.embedder.visual.embedDim;
+  return [
+    ...checkpointTensors({ unet: l.unet, vae: l.vae, textEncoder: l.textEncoder, scheduleBuffers: true, ema: false }),
+    ...unclipEmbedderTensors(l.embedder),
+    ...LOW_SCALE_BUFFERS.map((name) => ({ name: `noise_augmentor.${name}`, shape: [1000] })),
+    ...(l.normalizerStats ? [{ name: 'noise_augmentor.data_mean', shape: [1, E] }, { name: 'noise_augmentor.data_std', shape: [1, E] }] : []),
+  ];
+}
+
+const SD21_UNCLIP_UNET: UnetLayout = { ...SD2_LAYOUT.unet, admInChannels: 2048 };
+
+/** sd21-unclip-h (v2-1-stable-unclip-h-inference.yaml): OpenCLIP ViT-H/14 image embedder. */
+export const SD21_UNCLIP_H_LAYOUT: UnclipLayout = {
+  unet: SD21_UNCLIP_UNET,
+  vae: SD2_LAYOUT.vae,
+  textEncoder: { kind: 'openclip', width: 1024, layers: 24, vocab: 49408, positions: 77, projectionDim: 1024 },
+  embedder: { visual: { width: 1280, layers: 32, patch: 14, imageSize: 224, embedDim: 1024 }, textWidth: 1024, textVocab: 49408 },
+};
+
+/** sd21-unclip-l (v2-1-stable-unclip-l-inference.yaml): OpenAI CLIP ViT-L/14 image embedder, text tower kept. */
+export const SD21_UNCLIP_L_LAYOUT: UnclipLayout = {
+  unet: { ...SD21_UNCLIP_UNET, admInChannels: 1536 },
+  vae: SD2_LAYOUT.vae,
+  textEncoder: SD21_UNCLIP_H_LAYOUT.textEncoder,
+  embedder: { visual: { width: 1024, layers: 24, patch: 14, imageSize: 224, embedDim: 768 }, textWidth: 768, textVocab: 49408, textLayers: 12 },
+};
+
+/** lllyasviel's SD 1.5 ControlNet 1.1 (cldm_v15.yaml control_stage_config). */
+export const CONTROLNET_SD15_LAYOUT: ControlNetLayout = {
+  unet: SD15_LAYOUT.unet,
+  hintChannels: 3,
+  hintWidths: [16, 32, 96, 256],
+  prefix: 'control_model.',
 };

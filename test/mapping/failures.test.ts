@@ -274,8 +274,36 @@ describe('bad family files -> E_MAPPING_TABLE', () => {
 describe('reading a mappings folder', () => {
   test('the package mappings load', () => {
     const m = loadMappings();
-    expect([...m.families.keys()].sort()).toEqual(['sd1', 'sd1-inpaint', 'sd1-pix2pix', 'sd2', 'sd2-depth', 'sd2-inpaint', 'sdxl-base', 'sdxl-inpaint', 'sdxl-refiner', 'vae']);
-    expect([...m.tables.keys()].sort()).toEqual(['clip-hf', 'openclip', 'unet-ldm', 'unet-sgm', 'vae-ldm']);
+    expect([...m.families.keys()].sort()).toEqual([
+      'controlnet-sd15',
+      'controlnet-sdxl',
+      'sd-x4-upscaler',
+      'sd1',
+      'sd1-inpaint',
+      'sd1-pix2pix',
+      'sd2',
+      'sd2-depth',
+      'sd2-inpaint',
+      'sd21-unclip-h',
+      'sd21-unclip-l',
+      'sdxl-base',
+      'sdxl-inpaint',
+      'sdxl-refiner',
+      'vae',
+    ]);
+    expect([...m.tables.keys()].sort()).toEqual([
+      'clip-hf',
+      'controlnet-ldm',
+      'controlnet-sgm',
+      'openclip',
+      'openclip-vision',
+      'unclip-normalizer',
+      'unet-ldm',
+      'unet-sgm',
+      'unet-unclip',
+      'unet-upscaler',
+      'vae-ldm',
+    ]);
   });
 
   test('a broken row in a copy of mappings/ names its file and row', () => {

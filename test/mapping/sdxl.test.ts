@@ -27,7 +27,7 @@ import {
 import { sharedFixture } from '../helpers/paths.js';
 import { caseTensors, goldenShapes, readCase, tensorInfo } from './case-data.js';
 
-const GOLDEN: Record<Exclude<ComponentFolder, 'controlnet'>, string> = {
+const GOLDEN: Record<Exclude<ComponentFolder, 'controlnet' | 'image_encoder' | 'image_normalizer'>, string> = {
   unet: 'golden/sdxl-base/diffusers/unet/diffusion_pytorch_model.safetensors',
   vae: 'golden/sdxl-base/diffusers/vae/diffusion_pytorch_model.safetensors',
   text_encoder: 'golden/sdxl-base/diffusers/text_encoder/model.safetensors',

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { convert, type ConvertOptions, type ConvertResult } from '../../convert.js';
 import { SCHEDULER_KINDS, type SchedulerKind } from '../../diffusers/configs.js';
+import { VAE_FAMILIES, type VaeFamily } from '../../diffusers/vae-scaling.js';
 import { CkptError, ErrorCode } from '../../errors.js';
 import { formatBytes, plural, table } from '../format.js';
 import type { CliIO } from '../io.js';
@@ -27,6 +28,8 @@ interface ConvertArgs {
   upcastAttention?: boolean;
   pipelineClass?: string;
   tokenizer?: string;
+  scalingFactor?: number;
+  family?: VaeFamily;
   force: boolean;
   report?: string;
   json: boolean;
@@ -52,6 +55,8 @@ export const convertCommand: CommandModule<ConvertArgs> = {
       .option('variant', { type: 'string', describe: 'weight file variant, e.g. fp16 → *.fp16.safetensors' })
       .option('max-shard-size', { type: 'string', default: '10GB', describe: 'shard weight files above this size' })
       .option('tokenizer', { type: 'string', describe: 'local tokenizer folder with vocab.json and merges.txt' })
+      .option('scaling-factor', { type: 'number', describe: 'standalone VAE: scaling_factor to write (default: from metadata, file name or yaml, else 0.18215)', coerce: positiveNumber })
+      .option('family', { choices: VAE_FAMILIES, describe: 'standalone VAE: sd (scaling_factor 0.18215) or sdxl (0.13025)' })
       .option('allow-unknown-keys', { type: 'boolean', default: false, describe: 'convert even if some keys match no table' })
       .option('allow-unsafe-pickle', { type: 'boolean', default: false, describe: 'read a pickle that imports dangerous globals (never executed)' })
       .option('report', { type: 'string', describe: 'write the full key account (mapped / dropped / unknown) as JSON to this file' })
@@ -76,6 +81,11 @@ export const convertCommand: CommandModule<ConvertArgs> = {
     return 0;
   },
 };
+
+function positiveNumber(v: number): number {
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--scaling-factor must be a positive number (got ${v})`);
+  return v;
+}
 
 function positiveMultipleOf8(v: number): number {
   if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) throw new Error(`--image-size must be a positive multiple of 8 (got ${v})`);
@@ -105,6 +115,8 @@ function optionsFrom(a: ConvertArgs): ConvertOptions {
     upcastAttention: a.upcastAttention,
     pipelineClass: a.pipelineClass,
     tokenizerDir: a.tokenizer,
+    scalingFactor: a.scalingFactor,
+    vaeFamily: a.family,
     force: a.force,
   };
 }
@@ -127,6 +139,7 @@ function summary(r: ConvertResult) {
     keys: { mapped: account.mapped.length, dropped: account.dropped.length, unknown: account.unknown },
     fp16Overflow: r.fp16Overflow,
     warnings: r.warnings,
+    ...(r.vaeScaling ? { vaeScaling: r.vaeScaling } : {}),
   };
 }
 
@@ -144,6 +157,7 @@ function renderSummary(r: ConvertResult): string {
     ['prediction type', `${s.predictionType.value} (${s.predictionType.confidence}: ${s.predictionType.evidence[0]?.what ?? 'default'})`],
     ['image size', String(s.imageSize.value)],
     ['EMA', s.ema.present ? `${plural(s.ema.count, 'EMA tensor')}${s.ema.extracted ? ', UNet taken from EMA' : ' (not used; --extract-ema to use them)'}` : 'none'],
+    ...(r.vaeScaling ? [['VAE scaling', `${r.vaeScaling.value} (${r.vaeScaling.confidence}: ${r.vaeScaling.evidence[0]?.what ?? 'default'})`]] : []),
     ['keys', `${s.keys.mapped} mapped, ${s.keys.dropped} dropped, ${s.keys.unknown.length} unknown`],
   ]);
   out += table(r.components.map((c) => [c.folder, c.className, plural(c.tensors, 'tensor'), formatBytes(c.bytes)]));
