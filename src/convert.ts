@@ -44,8 +44,9 @@ import { loadPackagedBpe, loadTokenizerDir, tokenizerFiles, type ClipBpe } from 
 import { DEFAULT_MAX_SHARD_BYTES, outputDTypeFor, writeComponentWeights } from './diffusers/write-component.js';
 import { dtypeBytes, numelOf } from './dtypes.js';
 import { verifyWrittenComponent } from './diffusers/verify-written.js';
-import { CkptError, ErrorCode } from './errors.js';
+import { CkptError, ErrorCode, fail } from './errors.js';
 import { openCheckpoint } from './formats/open.js';
+import { writeError } from './io/write-errors.js';
 import { pythonJsonDumps } from './formats/python-json.js';
 import { parseSizeString } from './formats/shards.js';
 import type { TensorSource } from './formats/tensor-source.js';
@@ -82,6 +83,11 @@ export interface ConvertOptions {
   zeroTerminalSnr?: boolean;
   /** Overrides the pipeline class written in model_index.json. */
   pipelineClass?: string;
+  /**
+   * A standalone VAE file (.safetensors/.ckpt, e.g. a fine-tuned `vae-ft-mse`) written as `vae/`
+   * instead of the checkpoint's own VAE; the checkpoint's VAE keys are then dropped with that reason.
+   */
+  vae?: string;
   /** A local tokenizer folder to take vocab.json / merges.txt from instead of the bundled BPE. */
   tokenizerDir?: string;
   /** Replace an existing non-empty output folder. */
@@ -165,16 +171,61 @@ export async function convert(input: string, outDir: string, options: ConvertOpt
   progress({ type: 'phase', phase: 'read', detail: input });
   const originalConfig = options.originalConfig ? await readOriginalConfig(options.originalConfig) : undefined;
   const source = await openCheckpoint(input, { allowUnsafePickle: options.allowUnsafePickle });
+  let vaeSource: TensorSource | undefined;
   try {
     progress({ type: 'phase', phase: 'plan' });
-    const { family, plan, prediction, textFiles } = await planFolder(source, options, originalConfig);
-    const result = await writeFolder(source, plan, textFiles, outDir, options, progress);
+    let { family, plan, prediction, textFiles } = await planFolder(source, options, originalConfig);
+    if (options.vae) {
+      vaeSource = await openCheckpoint(options.vae, { allowUnsafePickle: options.allowUnsafePickle });
+      ({ plan, textFiles } = replaceVae(plan, textFiles, vaeSource, prediction, originalConfig, options));
+    }
+    const sourceFor = (c: PlannedComponent) => (vaeSource && c.folder === 'vae' ? vaeSource : source);
+    const result = await writeFolder(source, plan, textFiles, outDir, options, progress, sourceFor);
     if (plan.family !== 'vae') return { input, family, prediction, plan, ...result };
     const vaeScaling = vaeScalingFor(source, options, originalConfig);
     return { input, family, prediction, plan, ...result, vaeScaling, warnings: [...result.warnings, ...(vaeScaling.warning ? [vaeScaling.warning] : [])] };
   } finally {
+    await vaeSource?.close();
     await source.close();
   }
+}
+
+/**
+ * `--vae FILE`: the standalone VAE's plan takes the place of the checkpoint's `vae` component, its
+ * shapes size vae/config.json (the pipeline's family keeps its scaling factor), and the
+ * checkpoint's own VAE keys are accounted for as dropped.
+ */
+function replaceVae(
+  plan: ConversionPlan,
+  textFiles: Map<string, string | Uint8Array>,
+  vaeSource: TensorSource,
+  prediction: PredictionDecision,
+  originalConfig: OriginalConfig | undefined,
+  options: ConvertOptions,
+): { plan: ConversionPlan; textFiles: Map<string, string | Uint8Array> } {
+  if (!plan.components.some((c) => c.folder === 'vae')) {
+    fail(ErrorCode.E_USAGE, options.vae, `--vae replaces a pipeline's VAE, but a ${plan.family} conversion has no vae component.`);
+  }
+  const detected = detectFamily(vaeSource.tensors, vaeSource.metadata);
+  if (detected.family !== 'vae') {
+    fail(ErrorCode.E_USAGE, vaeSource.path, `--vae needs a standalone VAE file, but this file holds a ${detected.family} model.`);
+  }
+  const vaePlan = planConversion(vaeSource.tensors, detected, { allowUnknownKeys: options.allowUnknownKeys });
+  const replacement: PlannedComponent = { ...vaePlan.components[0], folder: 'vae', standalone: false };
+  const reason = `replaced by the VAE of ${vaeSource.path} (--vae)`;
+  const replaced = plan.account.mapped.filter((m) => m.component === 'vae');
+  const account = {
+    ...plan.account,
+    mapped: plan.account.mapped.filter((m) => m.component !== 'vae'),
+    dropped: [...plan.account.dropped, ...replaced.map((m) => ({ source: m.source, reason }))],
+  };
+  const files = new Map(textFiles);
+  const json = pythonJsonDumps(
+    vaeConfig({ shapes: vaeShapes(vaeSource.tensors), originalConfig, imageSize: prediction.imageSize.value, scalingFactor: vaeScalingFactor(plan.family, originalConfig) }),
+    { indent: 2, sortKeys: true },
+  );
+  files.set('vae/config.json', json + '\n');
+  return { plan: { ...plan, components: plan.components.map((c) => (c.folder === 'vae' ? replacement : c)), account }, textFiles: files };
 }
 
 /** Every non-weight file of the output, by path relative to the output folder. */
@@ -323,14 +374,15 @@ async function writeFolder(
   outDir: string,
   options: ConvertOptions,
   progress: ProgressCallback,
+  sourceFor: (component: PlannedComponent) => TensorSource = () => source,
 ): Promise<WrittenFolder> {
-  const folder = await prepareOutputFolder(outDir, { force: options.force, keep: [source.path] });
+  const folder = await prepareOutputFolder(outDir, { force: options.force, keep: [source.path, ...(options.vae ? [options.vae] : [])] });
   try {
     const components: ConvertedComponent[] = [];
     const fp16Overflow: string[] = [];
     for (const component of plan.components) {
       progress({ type: 'phase', phase: 'write', detail: componentFolder(plan, component) || 'model', total: plannedTotal(component, options) });
-      const written = await writeOne(source, plan, component, folder.tempDir, options, progress);
+      const written = await writeOne(sourceFor(component), plan, component, folder.tempDir, options, progress);
       components.push(written.summary);
       fp16Overflow.push(...written.overflow);
     }
@@ -396,5 +448,9 @@ async function writeOne(
 async function writeBinaryFile(dir: string, rel: string, data: Uint8Array): Promise<void> {
   // writeTextFile validates the relative path and creates parent folders; reuse it for the path.
   const path = await writeTextFile(dir, rel, '');
-  await writeFile(path, data);
+  try {
+    await writeFile(path, data);
+  } catch (e) {
+    throw writeError(path, `writing ${rel}`, e);
+  }
 }

@@ -7,11 +7,16 @@ import { SCHEDULER_KINDS, type SchedulerKind } from '../../diffusers/configs.js'
 import { VAE_FAMILIES, type VaeFamily } from '../../diffusers/vae-scaling.js';
 import { CkptError, ErrorCode } from '../../errors.js';
 import { formatBytes, plural, table } from '../format.js';
+import type { ExportOnnxResult } from '../../onnx/export.js';
 import type { CliIO } from '../io.js';
 import { progressRenderer } from '../progress.js';
 import type { CommandModule } from './types.js';
 
 interface ConvertArgs {
+  vae?: string;
+  onnx?: string;
+  onnxLayout: 'optimum' | 'diffusers';
+  onnxDtype: 'fp32' | 'fp16';
   input: string;
   output: string;
   originalConfig?: string;
@@ -57,6 +62,10 @@ export const convertCommand: CommandModule<ConvertArgs> = {
       .option('tokenizer', { type: 'string', describe: 'local tokenizer folder with vocab.json and merges.txt' })
       .option('scaling-factor', { type: 'number', describe: 'standalone VAE: scaling_factor to write (default: from metadata, file name or yaml, else 0.18215)', coerce: positiveNumber })
       .option('family', { choices: VAE_FAMILIES, describe: 'standalone VAE: sd (scaling_factor 0.18215) or sdxl (0.13025)' })
+      .option('vae', { type: 'string', describe: "a standalone VAE file to use instead of the checkpoint's own VAE" })
+      .option('onnx', { type: 'string', describe: 'also export the converted folder to ONNX in this folder (see export-onnx)' })
+      .option('onnx-layout', { choices: ['optimum', 'diffusers'] as const, default: 'optimum' as const, describe: 'ONNX consumer dialect for --onnx' })
+      .option('onnx-dtype', { choices: ['fp32', 'fp16'] as const, default: 'fp32' as const, describe: 'ONNX precision for --onnx' })
       .option('allow-unknown-keys', { type: 'boolean', default: false, describe: 'convert even if some keys match no table' })
       .option('allow-unsafe-pickle', { type: 'boolean', default: false, describe: 'read a pickle that imports dangerous globals (never executed)' })
       .option('report', { type: 'string', describe: 'write the full key account (mapped / dropped / unknown) as JSON to this file' })
@@ -77,10 +86,26 @@ export const convertCommand: CommandModule<ConvertArgs> = {
       progress.stop(false);
     }
     if (args.report) await writeFile(args.report, JSON.stringify(keyReport(result), null, 2) + '\n');
-    io.stdout(args.json ? JSON.stringify(summary(result), null, 2) + '\n' : renderSummary(result));
+    const onnx = args.onnx ? await exportAfterConvert(args, result, io) : undefined;
+    io.stdout(args.json ? JSON.stringify({ ...summary(result), ...(onnx ? { onnx } : {}) }, null, 2) + '\n' : renderSummary(result) + (onnx ? renderOnnx(onnx) : ''));
     return 0;
   },
 };
+
+/** `--onnx DIR`: the converted folder goes on to the ONNX export (loaded only when asked for). */
+async function exportAfterConvert(args: ConvertArgs, result: ConvertResult, io: CliIO): Promise<ExportOnnxResult> {
+  const { exportOnnx } = await import('../../onnx/export.js');
+  const progress = progressRenderer(io, args.quiet || args.json);
+  try {
+    return await exportOnnx(result.outDir, args.onnx!, { layout: args.onnxLayout, dtype: args.onnxDtype, force: args.force, onProgress: progress.onProgress });
+  } finally {
+    progress.stop(false);
+  }
+}
+
+function renderOnnx(r: ExportOnnxResult): string {
+  return `${r.outDir}: ONNX (${r.layout}, ${r.dtype}) ${r.components.map((c) => c.name).join(', ')}\n`;
+}
 
 function positiveNumber(v: number): number {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`--scaling-factor must be a positive number (got ${v})`);
@@ -116,6 +141,7 @@ function optionsFrom(a: ConvertArgs): ConvertOptions {
     pipelineClass: a.pipelineClass,
     tokenizerDir: a.tokenizer,
     scalingFactor: a.scalingFactor,
+    vae: a.vae,
     vaeFamily: a.family,
     force: a.force,
   };
