@@ -179,9 +179,15 @@ function renderSummary(r: ConvertResult): string {
   const dropped = new Map<string, number>();
   for (const d of r.plan.account.dropped) dropped.set(d.reason, (dropped.get(d.reason) ?? 0) + 1);
   let out = `${r.outDir}: ${s.family} (${s.familyConfidence} confidence)\n`;
+  // A single model (standalone VAE, ControlNet) has no scheduler: its prediction type means nothing.
+  const pipeline = r.components.length > 1 || r.components[0]?.folder !== '.';
   out += table([
-    ['prediction type', `${s.predictionType.value} (${s.predictionType.confidence}: ${s.predictionType.evidence[0]?.what ?? 'default'})`],
-    ['image size', String(s.imageSize.value)],
+    ...(pipeline
+      ? [
+          ['prediction type', `${s.predictionType.value} (${s.predictionType.confidence}: ${s.predictionType.evidence[0]?.what ?? 'default'})`],
+          ['image size', String(s.imageSize.value)],
+        ]
+      : []),
     ['EMA', s.ema.present ? `${plural(s.ema.count, 'EMA tensor')}${s.ema.extracted ? ', UNet taken from EMA' : ' (not used; --extract-ema to use them)'}` : 'none'],
     ...(r.vaeScaling ? [['VAE scaling', `${r.vaeScaling.value} (${r.vaeScaling.confidence}: ${r.vaeScaling.evidence[0]?.what ?? 'default'})`]] : []),
     ['keys', `${s.keys.mapped} mapped, ${s.keys.dropped} dropped, ${s.keys.unknown.length} unknown`],
