@@ -214,7 +214,7 @@ function valueInfo(io: GraphIO): P.IValueInfoProto {
     type: {
       tensorType: {
         elemType: ONNX_ELEM_TYPE[io.type],
-        shape: { dim: io.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+        ...(io.dims ? { shape: { dim: io.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } : {}),
       },
     },
   };

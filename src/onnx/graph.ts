@@ -126,7 +126,8 @@ export interface GraphNode {
 export interface GraphIO {
   readonly name: string;
   readonly type: TensorType;
-  readonly dims: readonly Dim[];
+  /** null: no shape at all, so the input takes any rank (e.g. a timestep sent as 0-d or [1]). */
+  readonly dims: readonly Dim[] | null;
 }
 
 export interface GraphOptions {
@@ -194,9 +195,9 @@ export class Graph {
 
   // ---------------------------------------------------------------- I/O
 
-  input(name: string, type: TensorType, dims: readonly Dim[]): Value {
+  input(name: string, type: TensorType, dims: readonly Dim[] | null): Value {
     this.claim(name);
-    this.inputs.push({ name, type, dims: [...dims] });
+    this.inputs.push({ name, type, dims: dims ? [...dims] : null });
     return { name, type };
   }
 

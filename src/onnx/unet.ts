@@ -42,7 +42,8 @@
  * I/O (both dialects): sample [batch_size, in_channels, height, width], timestep,
  * encoder_hidden_states [batch_size, sequence_length, cross_attention_dim]; SDXL adds
  * text_embeds [batch_size, 1280] and time_ids [batch_size, n_ids] → out_sample (like sample).
- * timestep: 'optimum' → a 0-d float scalar of the graph's float type (optimum-onnx's exporter);
+ * timestep: 'optimum' → the graph's float type with no declared shape, so a 0-d scalar (what
+ * optimum-onnx's pipeline sends) and a [1] tensor (what diffusers.js sends) both load;
  * 'diffusers' → [steps] of the graph's float type (OnnxStableDiffusionPipeline reads the type from
  * the session and sends shape [1] while the batch is 2: the graph broadcasts it).
  * Height and width are dynamic; any size works (odd sides included).
@@ -319,7 +320,7 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
   // ---------------------------------------------------------------- inputs
   const sampleIn = g.input('sample', floatType, ['batch_size', inCh, 'height', 'width']);
   const tType: TensorType = options.timestepType ?? floatType;
-  const timestepIn = g.input('timestep', tType, options.layout === 'diffusers' ? ['steps'] : []);
+  const timestepIn = g.input('timestep', tType, options.layout === 'diffusers' ? ['steps'] : null);
   const ehsIn = g.input('encoder_hidden_states', floatType, ['batch_size', 'sequence_length', crossDims[0]]);
   let textEmbedsIn: Value | undefined;
   let timeIdsIn: Value | undefined;

@@ -74,6 +74,15 @@ describe.each(CASES)('%s UNet', (c) => {
 });
 
 describe('timestep dialects and shapes', () => {
+  it('Optimum dialect: the timestep input has no declared rank, so a [1] timestep runs too', async () => {
+    const model = await exportUnet('sd1', 'sd1-rank1', { floatType: 'float32', layout: 'optimum', isXL: false });
+    const gold = readGolden('golden/sd1/forward/unet.safetensors');
+    const t = goldenTimestep(gold);
+    const out = await runModel(model, feedFor(gold, 'float32', { type: 'float32', data: new Float32Array([t]), dims: [1] }));
+    const s = compare(out.out_sample.data as Float32Array, gold['output.sample'].data as Float32Array, 1e-4, 1e-3);
+    expect(s.violations, JSON.stringify(s)).toBe(0);
+  });
+
   it('diffusers dialect: timestep [1] broadcast over a batch of 2 (CFG), through exportOnnx', async () => {
     const out = join(tmp, 'sd1-diffusers');
     const r = await exportOnnx(sharedFixture('golden/sd1/diffusers'), out, { layout: 'diffusers', components: ['unet'] });
