@@ -62,5 +62,39 @@ export { cleanStaleTempFolders, removeLiveTempFolders, liveTempFolders } from '.
 // Test generation without the networks: PyTorch-identical noise, CLIP tokenizer, schedulers, pipeline loop
 export * from './generate/index.js';
 
-// ONNX export and verification: not implemented yet. When they land, export them here as
+// Verification of converted folders and test generation through ONNX graphs (onnxruntime is loaded
+// only when a generation runs)
+export {
+  verify,
+  verifyWeights,
+  runGeneration,
+  readFolderInfo,
+  ensureOnnxFolder,
+  onnxCacheDir,
+  ONNX_CACHE_FOLDER,
+  runPredictionProbe,
+  predictionCheck,
+  probeDecision,
+  V_PREDICTION_THRESHOLD,
+  PROVIDERS,
+} from './verify/index.js';
+export type {
+  VerifyOptions,
+  VerifyReport,
+  VerifyWeightsOptions,
+  VerifyWeightsReport,
+  ComponentWeightsReport,
+  ConfigDifference,
+  GenerationOptions,
+  GenerationReport,
+  GenerationRun,
+  GenerationTimings,
+  Check,
+  CheckStatus,
+  Verdict,
+  ProbeResult,
+  Provider,
+} from './verify/index.js';
+
+// ONNX export: not exported here yet. When they land, export them here as
 // `export { exportOnnx } from './onnx/export.js'` with onnxruntime imported dynamically inside.
