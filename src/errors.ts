@@ -111,10 +111,6 @@ export const ErrorCode = {
   /** The folder's pipeline (SDXL, inpainting, other families) or the requested mode is not supported by the test generation. */
   E_GENERATE_UNSUPPORTED: 'E_GENERATE_UNSUPPORTED',
 
-  // --- verify ---------------------------------------------------------------------------------
-  /** `verify` found differences between a converted folder and its source, or a failed generation check. */
-  E_VERIFY_FAILED: 'E_VERIFY_FAILED',
-
   // --- usage ----------------------------------------------------------------------------------
   E_USAGE: 'E_USAGE',
 } as const;
