@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as layouts from '../src/testing/ldm-layout.js';
-import type { CheckpointLayout } from '../src/testing/ldm-layout.js';
+import type { CheckpointLayout, SgmCheckpointLayout } from '../src/testing/ldm-layout.js';
 import { writeSyntheticCkpt, writeSyntheticSafetensors } from '../src/testing/synthetic.js';
 
 interface BenchCase {
@@ -32,8 +32,8 @@ interface BenchCase {
 const ROOT = resolve(import.meta.dirname, '..');
 const CLI = join(ROOT, 'bin', 'ckpt2diffusers.js');
 
-function layout(name: string): CheckpointLayout | undefined {
-  return (layouts as Record<string, unknown>)[name] as CheckpointLayout | undefined;
+function layout(name: string): CheckpointLayout | SgmCheckpointLayout | undefined {
+  return (layouts as Record<string, unknown>)[name] as CheckpointLayout | SgmCheckpointLayout | undefined;
 }
 
 function cases(): BenchCase[] {
@@ -129,14 +129,18 @@ async function main(): Promise<void> {
     if (cold) dropCaches();
     const floor = timed('sh', ['-c', `cp "${input}" "${copy}" && sync "${copy}"`]);
     rmSync(copy, { force: true });
-    rows.push([c.describe, `cp (floor), ${(bytes / 1e9).toFixed(2)} GB`, floor.seconds.toFixed(1), '1.00', (mb / floor.seconds).toFixed(0), floor.maxRssMB.toFixed(0)]);
+    const push = (r: string[]) => {
+      rows.push(r);
+      process.stderr.write(`${r.join(' | ')}\n`);
+    };
+    push([c.describe, `cp (floor), ${(bytes / 1e9).toFixed(2)} GB`, floor.seconds.toFixed(1), '1.00', (mb / floor.seconds).toFixed(0), floor.maxRssMB.toFixed(0)]);
     for (const run of c.runs) {
       const out = join(dir, 'out');
       rmSync(out, { recursive: true, force: true });
       if (cold) dropCaches();
       const t = timed(process.execPath, [CLI, input, out, '--quiet', '--json', ...run.flags]);
       rmSync(out, { recursive: true, force: true });
-      rows.push(['', run.label, t.seconds.toFixed(1), (t.seconds / floor.seconds).toFixed(2), (mb / t.seconds).toFixed(0), t.maxRssMB.toFixed(0)]);
+      push(['', run.label, t.seconds.toFixed(1), (t.seconds / floor.seconds).toFixed(2), (mb / t.seconds).toFixed(0), t.maxRssMB.toFixed(0)]);
     }
   }
   const header = ['input', 'run', 'wall s', '× cp', 'MB/s (input)', 'peak RSS MB'];

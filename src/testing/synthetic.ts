@@ -3,7 +3,7 @@
  * deterministic pseudo-random weights, written in bounded memory. For tests and `npm run bench`.
  */
 import type { DType } from '../dtypes.js';
-import { checkpointTensors, type CheckpointLayout } from './ldm-layout.js';
+import { checkpointTensors, sgmCheckpointTensors, type CheckpointLayout, type SgmCheckpointLayout } from './ldm-layout.js';
 import { planSafetensorsLayout, SafetensorsWriter } from '../formats/safetensors.js';
 import { writeTorchZip, type ZipTensorSpec } from './torch-zip-writer.js';
 
@@ -54,8 +54,9 @@ export async function* syntheticBytes(spec: ZipTensorSpec, byteLength: number, p
 }
 
 /** The layout's tensors with their dtypes: floats in `floatDType`, buffers as torch keeps them. */
-export function layoutSpecs(layout: CheckpointLayout, floatDType: 'F32' | 'F16'): ZipTensorSpec[] {
-  return checkpointTensors(layout).map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype ?? floatDType }));
+export function layoutSpecs(layout: CheckpointLayout | SgmCheckpointLayout, floatDType: 'F32' | 'F16'): ZipTensorSpec[] {
+  const tensors = 'embedders' in layout ? sgmCheckpointTensors(layout) : checkpointTensors(layout);
+  return tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype ?? floatDType }));
 }
 
 /** Writes a synthetic torch.save (Lightning-wrapped) checkpoint; returns its size in bytes. */
@@ -68,7 +69,7 @@ export async function writeSyntheticCkpt(path: string, layout: CheckpointLayout,
 }
 
 /** Writes a synthetic original-layout .safetensors (no wrapper, as A1111/Civitai files are). */
-export async function writeSyntheticSafetensors(path: string, layout: CheckpointLayout, floatDType: 'F32' | 'F16'): Promise<number> {
+export async function writeSyntheticSafetensors(path: string, layout: CheckpointLayout | SgmCheckpointLayout, floatDType: 'F32' | 'F16'): Promise<number> {
   const patterns = new Map<DType, Uint8Array>();
   const specs = layoutSpecs(layout, floatDType);
   const plan = planSafetensorsLayout(specs, { format: 'pt' });
