@@ -11,11 +11,29 @@ import { openCheckpoint } from '../formats/open.js';
 import type { TensorInfo, TensorSource } from '../formats/tensor-source.js';
 import { parsePythonJson } from '../formats/python-json.js';
 import { defaultSet, findWeightSets, type Entry } from '../inspect/weights.js';
+import { GENERATORS } from '../mapping/layouts.js';
 import type { ComponentFolder, FamilyId } from '../mapping/plan-types.js';
+import type { TableSpec } from '../mapping/spec.js';
 import type { ComponentStructures, OpenClipStructure, UnetStructure, VaeStructure } from '../mapping/structure.js';
 
 /** Families the reverse direction writes. */
-export const REVERSE_FAMILIES = ['sd1', 'sd1-inpaint', 'sd1-pix2pix', 'sd2', 'sd2-inpaint', 'sd2-depth', 'sdxl-base', 'sdxl-refiner', 'sdxl-inpaint', 'vae'] as const satisfies readonly FamilyId[];
+export const REVERSE_FAMILIES = [
+  'sd1',
+  'sd1-inpaint',
+  'sd1-pix2pix',
+  'sd2',
+  'sd2-inpaint',
+  'sd2-depth',
+  'sdxl-base',
+  'sdxl-refiner',
+  'sdxl-inpaint',
+  'vae',
+  'controlnet-sd15',
+  'controlnet-sdxl',
+  'sd-x4-upscaler',
+  'sd21-unclip-h',
+  'sd21-unclip-l',
+] as const satisfies readonly FamilyId[];
 export type ReverseFamily = (typeof REVERSE_FAMILIES)[number];
 
 export type JsonObject = Record<string, unknown>;
@@ -56,23 +74,37 @@ export async function checkFolder(dir: string): Promise<void> {
 }
 
 /**
- * The family of a Diffusers folder. A pipeline: SDXL by its two text encoders (refiner: only
- * text_encoder_2), SD 2.x by the OpenCLIP text encoder (`hidden_act: gelu`; SD 1.x CLIP-L uses
- * `quick_gelu`; else the UNet's `use_linear_projection`), variants by the UNet's `in_channels`
- * (9 inpainting, 8 instruct-pix2pix, 5 depth). A folder with only config.json of AutoencoderKL is
- * a standalone VAE.
+ * The family of a Diffusers folder. A pipeline: the x4 upscaler by its `low_res_scheduler` (or
+ * pipeline class), SD 2.1 unCLIP by its `image_encoder` + `image_normalizer` (H or L by the image
+ * encoder: OpenCLIP ViT-H uses `gelu`, OpenAI ViT-L `quick_gelu`), SDXL by its two text encoders
+ * (refiner: only text_encoder_2), SD 2.x by the OpenCLIP text encoder (`hidden_act: gelu`; SD 1.x
+ * CLIP-L uses `quick_gelu`; else the UNet's `use_linear_projection`), variants by the UNet's
+ * `in_channels` (9 inpainting, 8 instruct-pix2pix, 5 depth). A folder with only config.json is a
+ * standalone model: AutoencoderKL (a VAE) or ControlNetModel (SDXL when its config has the
+ * `text_time` add embedding).
  */
 export async function detectFolderFamily(dir: string): Promise<FolderFamily> {
   const index = await readJsonFile(join(dir, 'model_index.json'));
   if (!index) {
     const config = await readJsonFile(join(dir, 'config.json'));
     if (config?._class_name === 'AutoencoderKL') return { family: 'vae', evidence: ['config.json: _class_name AutoencoderKL (a standalone VAE)'] };
-    return fail(ErrorCode.E_UNKNOWN_FAMILY, dir, 'has neither model_index.json nor an AutoencoderKL config.json (expected a Diffusers pipeline or VAE folder).');
+    if (config?._class_name === 'ControlNetModel') {
+      const xl = config.addition_embed_type === 'text_time';
+      return {
+        family: xl ? 'controlnet-sdxl' : 'controlnet-sd15',
+        evidence: ['config.json: _class_name ControlNetModel', `addition_embed_type ${String(config.addition_embed_type ?? null)} (${xl ? 'SDXL vector conditioning' : 'no vector conditioning: SD 1.x/2.x'})`],
+      };
+    }
+    return fail(ErrorCode.E_UNKNOWN_FAMILY, dir, 'has neither model_index.json nor an AutoencoderKL / ControlNetModel config.json (expected a Diffusers pipeline, VAE or ControlNet folder).');
   }
   const has = (name: string): boolean => Array.isArray(index[name]) && (index[name] as unknown[])[1] !== null;
   const unet = (await readJsonFile(join(dir, 'unet', 'config.json'))) ?? {};
   const inChannels = typeof unet.in_channels === 'number' ? unet.in_channels : 4;
   const evidence = [`model_index.json: _class_name ${String(index._class_name)}`];
+  if (has('low_res_scheduler') || index._class_name === 'StableDiffusionUpscalePipeline') {
+    return { family: 'sd-x4-upscaler', evidence: [...evidence, 'low_res_scheduler (x4 upscaler)', `unet in_channels ${inChannels}`] };
+  }
+  if (has('image_encoder') && has('image_normalizer')) return unclipFamily(dir, evidence);
   if (has('text_encoder_2')) {
     if (!has('text_encoder')) return { family: 'sdxl-refiner', evidence: [...evidence, 'text_encoder_2 only (SDXL refiner)'] };
     evidence.push('text_encoder and text_encoder_2 (SDXL)');
@@ -93,6 +125,17 @@ export async function detectFolderFamily(dir: string): Promise<FolderFamily> {
   const variant = variants[inChannels];
   if (variant) return { family: variant, evidence: [...evidence, `unet in_channels ${inChannels}`] };
   return { family: sd2 ? 'sd2' : 'sd1', evidence };
+}
+
+/** unCLIP H (OpenCLIP ViT-H/14 image encoder, gelu) or L (OpenAI ViT-L/14, quick_gelu). */
+async function unclipFamily(dir: string, evidence: readonly string[]): Promise<FolderFamily> {
+  const enc = (await readJsonFile(join(dir, 'image_encoder', 'config.json'))) ?? {};
+  const found = [...evidence, 'image_encoder and image_normalizer (SD 2.1 unCLIP)'];
+  if (enc.hidden_act === 'gelu') return { family: 'sd21-unclip-h', evidence: [...found, 'image_encoder hidden_act gelu (OpenCLIP ViT-H/14)'] };
+  if (enc.hidden_act === 'quick_gelu') return { family: 'sd21-unclip-l', evidence: [...found, 'image_encoder hidden_act quick_gelu (OpenAI CLIP ViT-L/14)'] };
+  return fail(ErrorCode.E_UNKNOWN_FAMILY, join(dir, 'image_encoder', 'config.json'), `has hidden_act ${String(enc.hidden_act)} (expected gelu for unCLIP-H or quick_gelu for unCLIP-L).`, {
+    hint: 'Pass --family sd21-unclip-h or --family sd21-unclip-l.',
+  });
 }
 
 async function entriesOf(dir: string): Promise<Entry[]> {
@@ -211,26 +254,30 @@ export function vaeStructureOf(tensors: readonly TensorInfo[]): VaeStructure | u
 }
 
 /**
- * CLIPTextModel(WithProjection) converted from OpenCLIP: text_model.encoder.layers.{n}. With
+ * CLIPTextModel(WithProjection) converted from OpenCLIP: text_model.encoder.layers.{n}; a
+ * CLIPVisionModelWithProjection (unCLIP image encoder): vision_model.encoder.layers.{n}. With
  * `skipLastLayer` (SD 2.x) the original held one layer more, which Diffusers dropped.
  */
 export function openClipStructureOf(tensors: readonly TensorInfo[], skipLastLayer: boolean): OpenClipStructure | undefined {
-  const layers = indices(tensors, /^text_model\.encoder\.layers\.(\d+)\./).length;
-  if (layers === 0) return undefined;
-  return { kind: 'openclip', layers: layers + (skipLastLayer ? 1 : 0), width: dim(tensors, 'text_model.embeddings.token_embedding.weight', 1) };
+  for (const tower of ['text_model', 'vision_model']) {
+    const layers = indices(tensors, new RegExp(`^${tower}\\.encoder\\.layers\\.(\\d+)\\.`)).length;
+    if (layers === 0) continue;
+    const width = tower === 'text_model' ? dim(tensors, 'text_model.embeddings.token_embedding.weight', 1) : dim(tensors, 'vision_model.embeddings.class_embedding', 0);
+    return { kind: 'openclip', layers: layers + (skipLastLayer ? 1 : 0), width };
+  }
+  return undefined;
 }
 
-/** The structures a table needs, read back from a component's Diffusers tensors. */
-export function componentStructures(table: string, tensors: readonly TensorInfo[], skipLastLayer: boolean): ComponentStructures {
-  switch (table) {
-    case 'unet-ldm':
-    case 'unet-sgm':
-      return { 'ldm-unet': unetStructureOf(tensors) };
-    case 'vae-ldm':
-      return { 'ldm-vae': vaeStructureOf(tensors) };
-    case 'openclip':
-      return { openclip: openClipStructureOf(tensors, skipLastLayer) };
-    default:
-      return {};
+/**
+ * The structures a component's table needs (the kinds its layout generators walk, as the forward
+ * compiler reads them), read back from the component's Diffusers tensors.
+ */
+export function componentStructures(table: TableSpec, tensors: readonly TensorInfo[], skipLastLayer: boolean): ComponentStructures {
+  const out: { -readonly [K in keyof ComponentStructures]: ComponentStructures[K] } = {};
+  for (const kind of new Set(table.layouts.map((l) => GENERATORS[l.generator].structure))) {
+    if (kind === 'ldm-unet') out['ldm-unet'] = unetStructureOf(tensors);
+    else if (kind === 'ldm-vae') out['ldm-vae'] = vaeStructureOf(tensors);
+    else out.openclip = openClipStructureOf(tensors, skipLastLayer);
   }
+  return out;
 }

@@ -1,6 +1,10 @@
 /**
  * Diffusers folder -> one original-layout .safetensors file (`ckpt2diffusers to-single-file`), for
- * the tools that read single files only (A1111, ComfyUI, kohya).
+ * the tools that read single files only (A1111, ComfyUI, kohya). Every family the forward
+ * direction converts comes back: SD 1.x/2.x and their inpainting / instruct-pix2pix / depth
+ * variants, SDXL base / refiner / inpainting, the x4 upscaler, SD 2.1 unCLIP (H and L), a
+ * standalone VAE, and a ControlNetModel (as `control_model.*`, the ControlNet 1.1 layout, or bare
+ * with `bare`).
  *
  *   detect the folder's family -> read the weight headers of every component -> read the block
  *   structure back from the Diffusers names -> compile the family's forward rows for it -> invert
@@ -17,7 +21,14 @@
  * - Never restored (Diffusers dropped them; listed in the result as `notRestored`): the LDM
  *   noise-schedule buffers (loaders rebuild them from the config), EMA copies, SGM
  *   `denoiser.sigmas`, OpenCLIP `logit_scale`, and for SD 2.x the last OpenCLIP layer
- *   (`resblocks.23`) and `text_projection`.
+ *   (`resblocks.23`) and `text_projection`; the x4 upscaler's `low_scale_model.*` schedule; for
+ *   unCLIP the `noise_augmentor.*` schedule and the text-side remnants of the image embedder's
+ *   CLIP model (`embedder.model.{positional_embedding, text_projection, logit_scale,
+ *   token_embedding, ln_final, transformer}`).
+ * - unCLIP `noise_augmentor.data_mean` / `data_std`: written from image_normalizer's mean / std
+ *   when they hold real statistics. When they are exactly zeros / ones they are the values the
+ *   converter (and Diffusers without `clip_stats_path`) writes for a file that had none, so they
+ *   are left out (and listed in `notRestored`): released unCLIP files carry no statistics.
  * - SD 2.x placeholders (on by default, `placeholders: false` to leave them out): stand-ins for
  *   the OpenCLIP tensors SD 2.x never uses: the last layer as a copy of the one before it (as
  *   kohya's converter does), an identity `text_projection`, `logit_scale` = ln(1/0.07)
@@ -71,6 +82,8 @@ export interface ToSingleFileOptions {
   markers?: boolean;
   /** SD 2.x: write stand-ins for the OpenCLIP tensors Diffusers drops (see above); default true. */
   placeholders?: boolean;
+  /** ControlNet: write the keys without the `control_model.` prefix (a bare ControlNet file). */
+  bare?: boolean;
   /** Replace an existing output file. */
   force?: boolean;
   /** Read `.bin` weights whose pickle imports dangerous globals (never executed). */
@@ -134,17 +147,63 @@ export interface ToSingleFileResult {
 }
 
 const SPEC_VERSION = '1.0.0';
-const IMPLEMENTATION: Record<'sd1' | 'sd2' | 'sgm', string> = {
+const IMPLEMENTATION: Record<'sd1' | 'sd2' | 'sgm' | 'controlnet', string> = {
   sd1: 'https://github.com/CompVis/stable-diffusion',
   sd2: 'https://github.com/Stability-AI/stablediffusion',
   sgm: 'https://github.com/Stability-AI/generative-models',
+  controlnet: 'https://github.com/lllyasviel/ControlNet',
 };
 const SDXL_VAE_SCALING = 0.13025;
 /** OpenCLIP initialises logit_scale to ln(1 / 0.07). */
 const OPENCLIP_LOGIT_SCALE = Math.log(1 / 0.07);
 
-const isSdxl = (f: ReverseFamily): boolean => f.startsWith('sdxl');
-const isSd2 = (f: ReverseFamily): boolean => f.startsWith('sd2');
+/**
+ * `modelspec.architecture` per family: the SAI model spec ids (kohya, ComfyUI, SwarmUI), with the
+ * variant ids ComfyUI and SwarmUI use (`-inpainting`, `-depth`, `-unclip-h`, `/controlnet`); the
+ * x4 upscaler has no published id, so it gets one in the same pattern. Each starts with what the
+ * forward family's metadata probe expects.
+ */
+function architectureOf(family: ReverseFamily, v: boolean): string {
+  switch (family) {
+    case 'sd1':
+    case 'sd1-pix2pix':
+      return 'stable-diffusion-v1';
+    case 'sd1-inpaint':
+      return 'stable-diffusion-v1-inpainting';
+    case 'sd2':
+      return v ? 'stable-diffusion-v2-768-v' : 'stable-diffusion-v2-512';
+    case 'sd2-inpaint':
+      return 'stable-diffusion-v2-inpainting';
+    case 'sd2-depth':
+      return 'stable-diffusion-v2-depth';
+    case 'sdxl-base':
+    case 'sdxl-inpaint':
+      return 'stable-diffusion-xl-v1-base';
+    case 'sdxl-refiner':
+      return 'stable-diffusion-xl-v1-refiner';
+    case 'sd-x4-upscaler':
+      return 'stable-diffusion-v2-x4-upscaler';
+    case 'sd21-unclip-h':
+      return 'stable-diffusion-v2-unclip-h';
+    case 'sd21-unclip-l':
+      return 'stable-diffusion-v2-unclip-l';
+    case 'controlnet-sd15':
+      return 'stable-diffusion-v1/controlnet';
+    case 'controlnet-sdxl':
+      return 'stable-diffusion-xl-v1-base/controlnet';
+    case 'vae':
+      return 'stable-diffusion-v1/vae';
+  }
+}
+
+function implementationOf(family: ReverseFamily): string {
+  if (family.startsWith('controlnet')) return IMPLEMENTATION.controlnet;
+  if (family.startsWith('sdxl')) return IMPLEMENTATION.sgm;
+  if (family.startsWith('sd1')) return IMPLEMENTATION.sd1;
+  return IMPLEMENTATION.sd2;
+}
+
+const isControlNet = (f: ReverseFamily): boolean => f.startsWith('controlnet');
 
 /**
  * Plans the single file from the folder's headers and configs: every tensor, its parts and
@@ -158,15 +217,26 @@ export async function planSingleFile(dir: string, options: ToSingleFileOptions =
   const resolved: ResolvedComponent[] = [];
   const components: ComponentTensors[] = [];
   const configs = new Map<ComponentFolder, JsonObject>();
+  const leftOut: NotRestored[] = [];
+  // A standalone VAE keeps top-level names; a ControlNet gets `control_model.` unless `bare`.
+  const bare = family.family === 'vae' || (options.bare === true && isControlNet(family.family));
   for (const c of spec.components) {
     const cdir = spec.standalone ? dir : join(dir, c.folder);
     const st = await stat(cdir).catch(() => undefined);
     if (!st?.isDirectory()) fail(ErrorCode.E_MISSING_TENSOR, dir, `has no ${c.folder}/ folder (family ${family.family} needs ${spec.components.map((x) => x.folder).join(', ')}).`);
     configs.set(c.folder, (await readJsonFile(join(cdir, 'config.json'))) ?? {});
     const files = await componentWeightFiles(cdir, c.library, options.variant);
-    const tensors = await sources.add(c.folder, files, options.allowUnsafePickle);
-    const source = spec.standalone && c.sources.includes('') ? '' : c.sources[0];
-    resolved.push({ spec: c, source, structures: componentStructures(c.table, tensors, c.options.skipLastLayer === true) });
+    let tensors = await sources.add(c.folder, files, options.allowUnsafePickle);
+    const source = spec.standalone && bare && c.sources.includes('') ? '' : c.sources[0];
+    const table = mappings.tables.get(c.table);
+    if (!table) fail(ErrorCode.E_MAPPING_TABLE, undefined, `component ${c.folder} names unknown table "${c.table}".`);
+    resolved.push({ spec: c, source, structures: componentStructures(table, tensors, c.options.skipLastLayer === true) });
+    if (c.table === 'unclip-normalizer' && (await defaultStatistics(c.folder, tensors, sources))) {
+      tensors = tensors.filter((t) => t.name !== 'mean' && t.name !== 'std');
+      for (const name of ['data_mean', 'data_std']) {
+        leftOut.push({ source: source + name, reason: 'image_normalizer holds the default statistics (mean 0, std 1) written for a file without them' });
+      }
+    }
     components.push({ component: c.folder, tensors });
   }
   const compiled = compileFamily(spec, resolved, mappings);
@@ -175,7 +245,7 @@ export async function planSingleFile(dir: string, options: ToSingleFileOptions =
   const predictionType = spec.standalone ? undefined : typeof scheduler?.prediction_type === 'string' ? scheduler.prediction_type : 'epsilon';
   const extras = extraTensors(compiled, reverse.tensors, components, { ...options, predictionType, zeroSnr: scheduler?.rescale_betas_zero_snr === true });
   const restored = new Set([...extras.constants.map((c) => c.name), ...extras.copies.map((c) => c.name)]);
-  const notRestored: NotRestored[] = [];
+  const notRestored: NotRestored[] = [...leftOut];
   for (const r of compiled.rules.values()) {
     if (r.kind !== 'drop' || r.reason === 'prediction-marker' || isRestored(r.source, restored)) continue;
     notRestored.push({ source: r.source, reason: mappings.reasons.get(r.reason) ?? r.reason });
@@ -193,6 +263,22 @@ export async function planSingleFile(dir: string, options: ToSingleFileOptions =
     predictionType,
     components,
   };
+}
+
+/**
+ * Whether an unCLIP image_normalizer holds exactly mean 0 / std 1: what the forward writer (like
+ * Diffusers without clip_stats_path) fills in when the file has no CLIP statistics.
+ */
+async function defaultStatistics(folder: ComponentFolder, tensors: readonly TensorInfo[], sources: FolderSources): Promise<boolean> {
+  const want: Record<string, number> = { mean: 0, std: 1 };
+  for (const [name, value] of Object.entries(want)) {
+    const t = tensors.find((x) => x.name === name);
+    if (!t || (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16')) return false;
+    const bytes = await sources.source(folder, name).readTensor(name);
+    const n = bytes.length / dtypeBytes(t.dtype);
+    if (!Buffer.from(bytes).equals(Buffer.from(fromF32(new Float32Array(n).fill(value), t.dtype)))) return false;
+  }
+  return true;
 }
 
 /** An exact key that was written back, or a prefix under which something was. */
@@ -306,15 +392,13 @@ function singleFileMetadata(
     const xl = numberOf(configs.get('vae')?.scaling_factor) === SDXL_VAE_SCALING;
     meta['modelspec.architecture'] = xl ? 'stable-diffusion-xl-v1-base/vae' : 'stable-diffusion-v1/vae';
     meta['modelspec.implementation'] = xl ? IMPLEMENTATION.sgm : IMPLEMENTATION.sd1;
+  } else if (isControlNet(family)) {
+    // A ControlNet follows its base model's prediction type: the file says nothing about it.
+    meta['modelspec.architecture'] = architectureOf(family, v);
+    meta['modelspec.implementation'] = implementationOf(family);
   } else {
-    meta['modelspec.architecture'] = isSdxl(family)
-      ? `stable-diffusion-xl-v1-${family === 'sdxl-refiner' ? 'refiner' : 'base'}`
-      : isSd2(family)
-        ? v
-          ? 'stable-diffusion-v2-768-v'
-          : 'stable-diffusion-v2-512'
-        : 'stable-diffusion-v1';
-    meta['modelspec.implementation'] = isSdxl(family) ? IMPLEMENTATION.sgm : isSd2(family) ? IMPLEMENTATION.sd2 : IMPLEMENTATION.sd1;
+    meta['modelspec.architecture'] = architectureOf(family, v);
+    meta['modelspec.implementation'] = implementationOf(family);
     meta['modelspec.predict_key'] = v ? 'v' : 'epsilon';
     const sample = numberOf(configs.get('unet')?.sample_size);
     const levels = configs.get('vae')?.block_out_channels;

@@ -1,5 +1,7 @@
 /**
- * Converting the ControlNet, x4 upscaler and SD 2.1 unCLIP fixtures (fixtures/families/): the
+ * Converting the family fixtures (fixtures/families/: ControlNet, x4 upscaler, SD 2.1 unCLIP, and
+ * the SDXL refiner / inpainting, SD 1.x inpainting / pix2pix, SD 2.x inpainting and standalone
+ * VAE fixtures, whose configs test/convert/families-more.test.ts checks): the
  * folder layout, the configs' key values, and every written tensor equal to its source tensor
  * through the mapping (both files re-read; copy / squeeze / split / transpose applied here).
  * `inspect` names each fixture's family.
@@ -101,7 +103,8 @@ describe.each(FAMILY_FIXTURES.map((f) => [f.file, f] as const))('convert %s', (f
     expect(report.family?.id).toBe(fixture.family);
     expect(report.keys?.unknown).toEqual([]);
     expect(report.verdict.status).toBe('convertible');
-    expect(report.convert?.writes).toBe(fixture.family.startsWith('controlnet') ? 'model' : 'pipeline');
+    // A ControlNet or a standalone VAE is one model folder; everything else a pipeline.
+    expect(report.convert?.writes).toBe(fixture.family.startsWith('controlnet') || fixture.family === 'vae' ? 'model' : 'pipeline');
   });
 });
 

@@ -1,8 +1,9 @@
 /**
- * ControlNet (SD 1.x and SDXL), x4 upscaler and SD 2.1 unCLIP as mapping data: the layout
- * generator reproduces the torch-made fixtures' key lists (fixtures/families/, made by
- * fixtures/generate_families.py), detection names each family with evidence, plans account for
- * every key (zero unknown), and the real-size layouts plan cleanly too.
+ * ControlNet (SD 1.x and SDXL), x4 upscaler and SD 2.1 unCLIP as mapping data, plus the other
+ * torch-made family fixtures (SDXL refiner / inpainting, SD 1.x inpainting / pix2pix, SD 2.x
+ * inpainting, standalone VAEs): the layout generator reproduces each fixture's key list
+ * (fixtures/families/, made by fixtures/generate_families.py), detection names each family with
+ * evidence, plans account for every key (zero unknown), and the real-size layouts plan cleanly too.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -163,6 +164,19 @@ describe('detection evidence and plans per family', () => {
     } else {
       expect(normalizer).toBeUndefined(); // released files keep no statistics: the writer adds zeros / ones
     }
+  });
+
+  test('unCLIP-L without the embedder text tower (written back from Diffusers): the modelspec architecture decides', async () => {
+    const { tensors } = await headers('sd21-unclip-l.safetensors');
+    const written = tensors.filter((t) => !t.name.startsWith('embedder.model.transformer.'));
+    // Only the dropped text tower told L from H: without it and without metadata, it reads as H.
+    expect(detectFamily(written).family).toBe('sd21-unclip-h');
+    const d = detectFamily(written, { 'modelspec.architecture': 'stable-diffusion-v2-unclip-l' });
+    expect(d.family).toBe('sd21-unclip-l');
+    expect(d.evidence).toContainEqual(expect.objectContaining({ what: 'metadata modelspec.architecture', found: 'stable-diffusion-v2-unclip-l' }));
+    fullAccount(planConversion(written, d), written);
+    // The original file keeps deciding by its keys, metadata or not.
+    expect(detectFamily(tensors, { 'modelspec.architecture': 'stable-diffusion-v2-unclip-l' }).family).toBe('sd21-unclip-l');
   });
 
   test('no fixture of these families is taken for another family', async () => {

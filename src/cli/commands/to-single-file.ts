@@ -17,6 +17,7 @@ interface ToSingleFileArgs {
   markers: boolean;
   placeholders: boolean;
   title?: string;
+  bare: boolean;
   allowUnsafePickle: boolean;
   force: boolean;
   json: boolean;
@@ -25,10 +26,10 @@ interface ToSingleFileArgs {
 
 export const toSingleFileCommand: CommandModule<ToSingleFileArgs> = {
   command: 'to-single-file <dir> <output>',
-  describe: 'Write a Diffusers folder (SD 1.x/2.x, SDXL, or a VAE) back as one original-layout .safetensors file',
+  describe: 'Write a Diffusers folder (SD 1.x/2.x and variants, SDXL, x4 upscaler, SD 2.1 unCLIP, a VAE or a ControlNet) back as one original-layout .safetensors file',
   builder: (y: Argv) =>
     y
-      .positional('dir', { type: 'string', describe: 'Diffusers pipeline folder (model_index.json) or AutoencoderKL folder', demandOption: true })
+      .positional('dir', { type: 'string', describe: 'Diffusers pipeline folder (model_index.json), or an AutoencoderKL / ControlNetModel folder', demandOption: true })
       .positional('output', { type: 'string', describe: 'the .safetensors file to write (atomically)', demandOption: true })
       .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'dtype of float tensors (default: as stored in the folder)' })
       .option('half', { type: 'boolean', default: false, describe: 'same as --dtype fp16' })
@@ -42,13 +43,15 @@ export const toSingleFileCommand: CommandModule<ToSingleFileArgs> = {
         describe: 'SD 2.x: write stand-ins for the OpenCLIP tensors Diffusers drops (last layer, text_projection, logit_scale); --no-placeholders to leave them out',
       })
       .option('title', { type: 'string', describe: 'modelspec.title (default: the folder name)' })
+      .option('bare', { type: 'boolean', default: false, describe: 'ControlNet: keys without the control_model. prefix (default: with it, as ControlNet 1.1 files)' })
       .option('allow-unsafe-pickle', { type: 'boolean', default: false, describe: 'read .bin weights whose pickle imports dangerous globals (never executed)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON on stdout' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress on stderr' })
       .conflicts('half', 'dtype')
       .example('$0 to-single-file sd15/ sd15.safetensors', 'a Diffusers folder as one A1111/ComfyUI checkpoint')
-      .example('$0 to-single-file sdxl/ sdxl.safetensors --half', 'float16 tensors'),
+      .example('$0 to-single-file sdxl/ sdxl.safetensors --half', 'float16 tensors')
+      .example('$0 to-single-file controlnet-canny/ control_canny.safetensors', 'a ControlNetModel folder as control_model.* keys'),
   async run(args: ToSingleFileArgs, io: CliIO): Promise<number> {
     const progress = progressRenderer(io, args.quiet || args.json);
     let result: ToSingleFileResult;
@@ -71,6 +74,7 @@ function optionsFrom(a: ToSingleFileArgs): ToSingleFileOptions {
     markers: a.markers,
     placeholders: a.placeholders,
     title: a.title,
+    bare: a.bare,
     allowUnsafePickle: a.allowUnsafePickle,
     force: a.force,
   };
