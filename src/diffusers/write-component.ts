@@ -17,6 +17,7 @@ import type { TensorSource } from '../formats/tensor-source.js';
 import type { PlannedComponent, PlannedTensor } from '../mapping/plan-types.js';
 import type { ProgressCallback } from '../progress.js';
 import { writeError, writeStep } from '../io/write-errors.js';
+import { readAhead } from '../io/read-ahead.js';
 import { plannedByteLength, plannedTensorChunks } from './tensor-ops.js';
 
 /**
@@ -135,7 +136,11 @@ async function writeWeightsFile(ctx: WriteContext, dir: string, file: ShardFile<
   // Write failures of this file (disk full, read-only) get their own codes; read errors pass through.
   const writer = await writeStep(path, 'cannot write', () => SafetensorsWriter.create(path, layout));
   try {
-    for (const t of layout.tensors) await writeTensor(ctx, writer, byName.get(t.name) as OutputEntry);
+    const entries = layout.tensors.map((t) => byName.get(t.name) as OutputEntry);
+    for await (const item of readAhead(fileChunks(ctx, entries), READ_AHEAD_CHUNKS)) {
+      if (item.bytes) await writer.writeChunk(item.entry.name, item.bytes);
+      else ctx.opts.onProgress?.({ type: 'tensor', component: ctx.component.folder, name: item.entry.name, bytes: item.entry.byteLength });
+    }
     await writer.finish();
   } catch (e) {
     await writer.abort().catch(() => undefined);
@@ -145,12 +150,22 @@ async function writeWeightsFile(ctx: WriteContext, dir: string, file: ShardFile<
   return path;
 }
 
-async function writeTensor(ctx: WriteContext, writer: SafetensorsWriter, entry: OutputEntry): Promise<void> {
-  const stats = { overflowCount: 0 };
-  const chunks = plannedTensorChunks(ctx.source, entry.planned, entry.dtype, stats, { chunkBytes: ctx.opts.chunkBytes });
-  await writer.writeTensor(entry.name, chunks);
-  if (stats.overflowCount > 0) reportOverflow(ctx, entry, stats.overflowCount);
-  ctx.opts.onProgress?.({ type: 'tensor', component: ctx.component.folder, name: entry.name, bytes: entry.byteLength });
+/** Chunks read ahead of the writer: the next ones are read and cast while one is written. */
+const READ_AHEAD_CHUNKS = 2;
+
+/**
+ * Every output byte of one file, in layout order, as (tensor, chunk) items; an item without bytes
+ * marks the end of a tensor. Read, op and cast happen here, ahead of the writes.
+ */
+async function* fileChunks(ctx: WriteContext, entries: readonly OutputEntry[]): AsyncGenerator<{ entry: OutputEntry; bytes?: Uint8Array }> {
+  for (const entry of entries) {
+    const stats = { overflowCount: 0 };
+    for await (const bytes of plannedTensorChunks(ctx.source, entry.planned, entry.dtype, stats, { chunkBytes: ctx.opts.chunkBytes })) {
+      yield { entry, bytes };
+    }
+    if (stats.overflowCount > 0) reportOverflow(ctx, entry, stats.overflowCount);
+    yield { entry };
+  }
 }
 
 function reportOverflow(ctx: WriteContext, entry: OutputEntry, count: number): void {
