@@ -20,6 +20,8 @@ describe('readAhead', () => {
     const seen: number[] = [];
     for await (const x of readAhead(numbers(5, log), 2)) {
       seen.push(x);
+      // A slow consumer (a write): the producer works on the next items meanwhile.
+      await new Promise((r) => setTimeout(r, 10));
       log.push(`consumed ${x}`);
     }
     expect(seen).toEqual([0, 1, 2, 3, 4]);
