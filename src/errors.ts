@@ -110,6 +110,12 @@ export const ErrorCode = {
   E_IMAGE: 'E_IMAGE',
   /** The folder's pipeline (SDXL, inpainting, other families) or the requested mode is not supported by the test generation. */
   E_GENERATE_UNSUPPORTED: 'E_GENERATE_UNSUPPORTED',
+  /**
+   * The folder's components do not fit together for a generation: the text encoders' widths do not
+   * add up to the UNet's cross_attention_dim, or the tokenizer gives ids beyond a text encoder's
+   * vocabulary.
+   */
+  E_GENERATE_INCONSISTENT: 'E_GENERATE_INCONSISTENT',
 
   // --- usage ----------------------------------------------------------------------------------
   E_USAGE: 'E_USAGE',

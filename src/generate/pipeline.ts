@@ -16,6 +16,12 @@
  *
  * The networks are injected (`PipelineModels`), so the same loop runs ONNX graphs or recorded
  * outputs. The random draws all come from one TorchGenerator, in Diffusers' order.
+ *
+ * Extension points for the other pipelines (sdxl.ts, inpaint.ts), unused by the SD txt2img /
+ * img2img runs: `conditioning` (prompt embeddings computed elsewhere, plus extra UNet inputs such
+ * as SDXL's text_embeds / time_ids), `prepare` (initial latents computed elsewhere, with per-step
+ * hooks on the UNet sample and on the latents after each scheduler step) and `vaeInput` (the
+ * latents -> VAE decoder input transform).
  */
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, fail } from '../errors.js';
@@ -48,6 +54,51 @@ export interface PipelineModels {
   vaeEncode?(image: Tensor): Promise<Tensor>;
 }
 
+/**
+ * Prompt conditioning computed outside the pipeline (SDXL's two text encoders): replaces the
+ * tokenizer + `encodeText` stage.
+ */
+export interface PromptConditioning {
+  /** Prompt embeddings `[1, S, D]`. */
+  readonly cond: Tensor;
+  /** Negative prompt embeddings `[1, S, D]`; required with guidance > 1. */
+  readonly uncond?: Tensor;
+  readonly inputIds: { readonly cond: number[]; readonly uncond?: number[] };
+  readonly truncated: boolean;
+  /**
+   * Extra UNet inputs (passed as the `extra` argument of every UNet call), batched like the UNet
+   * sample: with guidance `[uncond, cond]`, without `[cond]`.
+   */
+  readonly unetExtra?: Readonly<Record<string, Tensor>>;
+}
+
+/** What a `prepare` hook gets. */
+export interface PrepareContext {
+  /** The timesteps the loop will run (already cut by `strength`). */
+  readonly timesteps: readonly number[];
+  readonly scheduler: Scheduler;
+  readonly models: PipelineModels;
+  /** `[1, C, h, w]`. */
+  readonly latentShape: readonly number[];
+  readonly height: number;
+  readonly width: number;
+  readonly scalingFactor: number;
+  readonly guidance: boolean;
+  /** One draw of `latentShape` from the pipeline's generator (traced as `randn.N`). */
+  draw(): Float32Array;
+  readonly trace: (name: string, value: Tensor | Int32Array | number[]) => void;
+}
+
+/** Initial latents and per-step hooks from a `prepare` hook. */
+export interface PreparedLatents {
+  /** Initial latents `[1, C, h, w]` (already scaled by init_noise_sigma where that applies). */
+  readonly latents: Tensor;
+  /** The UNet sample from the scaled model input (e.g. 9-channel inpainting concatenation). */
+  unetSample?(scaled: Tensor, step: number, timestep: number): Tensor;
+  /** The latents after the scheduler step of loop iteration `step` (e.g. inpainting blending). */
+  afterStep?(latents: Tensor, step: number, timestep: number): Tensor;
+}
+
 /** An 8-bit RGB image, rows top to bottom, `height * width * 3` bytes. */
 export interface RgbImage {
   readonly data: Uint8Array;
@@ -71,7 +122,17 @@ export interface GenerateOptions {
   readonly prompt: string;
   /** Negative prompt; none means "" (only used with guidance > 1). */
   readonly negativePrompt?: string;
-  readonly tokenizer: ClipTokenizer;
+  /** Required unless `conditioning` is given. */
+  readonly tokenizer?: ClipTokenizer;
+  /** Prompt embeddings computed elsewhere (the tokenizer and `encodeText` are then not used). */
+  readonly conditioning?: PromptConditioning;
+  /**
+   * Computes the initial latents instead of txt2img / img2img (`initImage` is then ignored); the
+   * schedule is cut by `strength` (default 1: the full schedule).
+   */
+  readonly prepare?: (ctx: PrepareContext) => Promise<PreparedLatents>;
+  /** The VAE decoder input from the final latents (default: `latents / scaling_factor`). */
+  readonly vaeInput?: (latents: Tensor) => Tensor;
   readonly scheduler: Scheduler;
   readonly models: PipelineModels;
   /** Default 50. */
@@ -164,19 +225,40 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
 
   // 1. Prompt embeddings: [uncond, cond] with guidance.
   checkAbort(o.signal);
-  const cond = o.tokenizer.encode(o.prompt);
-  trace('input_ids.cond', Int32Array.from(cond.ids));
-  const condEmbeds = await encode(o.models, cond.ids, 'prompt embeddings');
-  trace('prompt_embeds.cond', condEmbeds);
-  let embeds = condEmbeds;
+  let cond: { ids: number[]; truncated: boolean };
+  let embeds: Tensor;
   let uncondIds: number[] | undefined;
-  if (cfg) {
-    uncondIds = o.tokenizer.encode(o.negativePrompt ?? '').ids;
-    trace('input_ids.uncond', Int32Array.from(uncondIds));
-    const uncondEmbeds = await encode(o.models, uncondIds, 'negative prompt embeddings');
-    expectShape(uncondEmbeds, condEmbeds.shape, 'negative prompt embeddings');
-    trace('prompt_embeds.uncond', uncondEmbeds);
-    embeds = concat0([uncondEmbeds, condEmbeds]);
+  const unetExtra = o.conditioning?.unetExtra;
+  if (o.conditioning) {
+    const c = o.conditioning;
+    cond = { ids: c.inputIds.cond, truncated: c.truncated };
+    uncondIds = c.inputIds.uncond;
+    trace('prompt_embeds.cond', c.cond);
+    embeds = c.cond;
+    if (cfg) {
+      if (!c.uncond) fail(ErrorCode.E_PIPELINE, undefined, 'guidance > 1 needs negative prompt embeddings (conditioning.uncond).');
+      expectShape(c.uncond, c.cond.shape, 'negative prompt embeddings');
+      trace('prompt_embeds.uncond', c.uncond);
+      embeds = concat0([c.uncond, c.cond]);
+    }
+    for (const [name, t] of Object.entries(unetExtra ?? {})) {
+      if (t.shape[0] !== (cfg ? 2 : 1)) fail(ErrorCode.E_PIPELINE, undefined, `UNet input ${name} has batch ${t.shape[0]} (expected ${cfg ? 2 : 1}).`);
+    }
+  } else {
+    const tokenizer = o.tokenizer ?? fail(ErrorCode.E_PIPELINE, undefined, 'a tokenizer (or precomputed conditioning) is required.');
+    cond = tokenizer.encode(o.prompt);
+    trace('input_ids.cond', Int32Array.from(cond.ids));
+    const condEmbeds = await encode(o.models, cond.ids, 'prompt embeddings');
+    trace('prompt_embeds.cond', condEmbeds);
+    embeds = condEmbeds;
+    if (cfg) {
+      uncondIds = tokenizer.encode(o.negativePrompt ?? '').ids;
+      trace('input_ids.uncond', Int32Array.from(uncondIds));
+      const uncondEmbeds = await encode(o.models, uncondIds, 'negative prompt embeddings');
+      expectShape(uncondEmbeds, condEmbeds.shape, 'negative prompt embeddings');
+      trace('prompt_embeds.uncond', uncondEmbeds);
+      embeds = concat0([uncondEmbeds, condEmbeds]);
+    }
   }
   const t1 = performance.now();
 
@@ -193,7 +275,18 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   const draw = (): Float32Array => noise.randn(latentShape);
   let timesteps: number[];
   let latents: Tensor;
-  if (!o.initImage) {
+  let prepared: PreparedLatents | undefined;
+  if (o.prepare) {
+    const strength = o.strength ?? 1;
+    timesteps = scheduler.setTimesteps(steps, strength);
+    if (timesteps.length === 0) {
+      fail(ErrorCode.E_USAGE, undefined, `strength ${strength} with ${steps} steps leaves no denoising step (expected steps * strength >= 1).`);
+    }
+    prepared = await o.prepare({ timesteps, scheduler, models: o.models, latentShape, height, width, scalingFactor: scaling, guidance: cfg, draw, trace });
+    expectShape(prepared.latents, latentShape, 'prepared latents');
+    latents = prepared.latents;
+    trace('init_noise_sigma', { data: Float32Array.of(f32(scheduler.initNoiseSigma)), shape: [1] });
+  } else if (!o.initImage) {
     timesteps = scheduler.setTimesteps(steps);
     const sigma = f32(scheduler.initNoiseSigma);
     latents = { data: draw().map((x) => f32(x * sigma)), shape: latentShape };
@@ -232,7 +325,8 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
     const input = cfg ? concat0([latents, latents]) : latents;
     const scaled: Tensor = { data: scheduler.scaleModelInput(input.data, t), shape: batchShape };
     trace(`step.${i}.unet.sample`, scaled);
-    const out = await o.models.unet(scaled, t, embeds);
+    const sample = prepared?.unetSample ? prepared.unetSample(scaled, i, t) : scaled;
+    const out = unetExtra ? await o.models.unet(sample, t, embeds, unetExtra) : await o.models.unet(sample, t, embeds);
     expectShape(out, batchShape, `UNet output of step ${i}`);
     trace(`step.${i}.unet.out`, out);
     let noisePred = out.data;
@@ -242,6 +336,10 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
       noisePred = map2(u.data, c.data, (a, b) => f32(a + f32(g * f32(b - a))));
     }
     latents = { data: scheduler.step(noisePred, t, latents.data, { generator: noise, shape: latentShape }), shape: latentShape };
+    if (prepared?.afterStep) {
+      latents = prepared.afterStep(latents, i, t);
+      expectShape(latents, latentShape, `latents after step ${i}`);
+    }
     trace(`step.${i}.latents`, latents);
     const ms = performance.now() - s0;
     stepMs.push(ms);
@@ -255,7 +353,8 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   if ((o.output ?? 'image') === 'image') {
     checkAbort(o.signal);
     const sf = f32(scaling);
-    const decoded = await o.models.vaeDecode({ data: latents.data.map((x) => f32(x / sf)), shape: latentShape });
+    const vaeIn = o.vaeInput ? o.vaeInput(latents) : { data: latents.data.map((x) => f32(x / sf)), shape: latentShape };
+    const decoded = await o.models.vaeDecode(vaeIn);
     expectShape(decoded, [1, 3, height, width], 'VAE decoder output');
     image = postprocessImage(decoded);
     trace('image', image);

@@ -6,11 +6,17 @@
  *               or an ONNX pipeline folder (optimum layout, or OnnxStableDiffusionPipeline's
  *               txt2img)
  *   engine      src/generate's pipeline (tokenizer, torch-exact noise, schedulers) with the ONNX
- *               sessions of onnx-models.ts as its networks: txt2img, and img2img with --image
- *   supported   SD 1.x / 2.x text-to-image UNets (in_channels = the VAE's latent_channels, no class
- *               or addition embeddings). Refused with E_GENERATE_UNSUPPORTED: SDXL (two text
- *               encoders, pooled text_embeds and time_ids conditioning), inpainting (--mask, or a
- *               9-channel UNet), depth / pix2pix / upscaler / unCLIP / ControlNet folders.
+ *               sessions of onnx-models.ts as its networks: txt2img, img2img with --image,
+ *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img (sdxl.ts)
+ *   supported   SD 1.x / 2.x UNets (in_channels = the VAE's latent_channels: txt2img, img2img,
+ *               and inpainting by latent blending with --mask; in_channels = 2 x latent + 1:
+ *               inpainting UNets, which need --image and --mask), SDXL base txt2img
+ *               (StableDiffusionXLPipeline: two text encoders, text_embeds / time_ids).
+ *               Refused with E_GENERATE_UNSUPPORTED: SDXL img2img / refiner / inpainting, depth /
+ *               pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
+ *               E_GENERATE_INCONSISTENT (before any export): components that cannot run together
+ *               (text encoder widths vs the UNet's cross_attention_dim; token ids beyond a text
+ *               encoder's vocabulary).
  *   checks      checks.ts (finite, not flat, latent statistics) and the prediction-type probe
  *               (probe.ts), with a verdict.
  *
@@ -20,7 +26,9 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ErrorCode, fail } from '../errors.js';
+import { concatChannels, generateInpaint, preprocessMask } from '../generate/inpaint.js';
 import { generate, type GenerateResult, type PipelineModels, type RgbImage, type StepEvent } from '../generate/pipeline.js';
+import { generateSdxl, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
 import { imageToRgb8, readPng, writePng } from '../generate/png.js';
 import { createScheduler } from '../generate/schedulers/index.js';
 import type { PredictionType, SchedulerConfigJson } from '../generate/schedulers/common.js';
@@ -48,10 +56,10 @@ export interface GenerationOptions {
   readonly scheduler?: string;
   /** img2img: a PNG path or an RGB image. */
   readonly initImage?: string | RgbImage;
-  /** img2img strength, default 0.6. */
+  /** img2img strength, default 0.6; inpainting strength, default 1. */
   readonly strength?: number;
-  /** Inpainting mask: refused (not supported). */
-  readonly mask?: string;
+  /** Inpainting mask (PNG path or RGB image, the init image's size; white is repainted); needs initImage. */
+  readonly mask?: string | RgbImage;
   /** onnxruntime execution provider (default cpu). */
   readonly provider?: Provider;
   /** Write the image as PNG here. */
@@ -63,8 +71,8 @@ export interface GenerationOptions {
   readonly reexport?: boolean;
   /** Run the prediction-type probe (default true). */
   readonly probe?: boolean;
-  /** Networks to use instead of ONNX sessions (tests, other runtimes). */
-  readonly models?: PipelineModels;
+  /** Networks to use instead of ONNX sessions (tests, other runtimes); SDXL folders need `encodeTextXL` too. */
+  readonly models?: PipelineModels | (PipelineModels & SdxlModels);
   readonly onStep?: (e: StepEvent) => void;
   readonly onProgress?: ProgressCallback;
   readonly trace?: (name: string, value: Tensor | Int32Array | number[]) => void;
@@ -87,7 +95,11 @@ export interface GenerationReport {
   readonly folder: string;
   readonly onnx?: { readonly dir: string; readonly origin: OnnxFolder['origin']; readonly warnings: readonly string[] };
   readonly pipelineClass: string;
-  readonly mode: 'txt2img' | 'img2img';
+  readonly mode: 'txt2img' | 'img2img' | 'inpaint';
+  /** 'sdxl' for StableDiffusionXLPipeline folders. */
+  readonly family: 'sd' | 'sdxl';
+  /** Inpainting: the UNet's input channels (9: an inpainting UNet; 4: latent blending) and the share of pixels repainted. */
+  readonly inpaint?: { readonly unetInChannels: number; readonly method: 'inpainting-unet' | 'latent-blend'; readonly maskedFraction: number };
   readonly prompt: string;
   readonly negativePrompt?: string;
   readonly promptTruncated: boolean;
@@ -123,13 +135,46 @@ export interface FolderInfo {
   readonly schedulerConfig: SchedulerConfigJson;
   readonly tokenizerDir: string;
   readonly latentChannels: number;
+  /** The UNet's in_channels (latentChannels, or 2 x latentChannels + 1 for an inpainting UNet). */
+  readonly unetInChannels: number;
+  /** SDXL folders: what the SDXL conditioning needs. */
+  readonly xl?: {
+    readonly tokenizer2Dir: string;
+    readonly forceZerosForEmptyPrompt: boolean;
+    readonly additionTimeEmbedDim?: number;
+    readonly expectedAddEmbedDim?: number;
+    readonly latentsMean?: number[] | null;
+    readonly latentsStd?: number[] | null;
+  };
+  /** vocab_size of text_encoder (and text_encoder_2), when their configs are present. */
+  readonly vocabSizes: { readonly text_encoder?: number; readonly text_encoder_2?: number };
   readonly vaeScaleFactor: number;
   readonly scalingFactor: number;
   readonly crossAttentionDim: number;
   readonly sampleSize: number;
 }
 
-const SUPPORTED_CLASSES = new Set(['StableDiffusionPipeline', 'StableDiffusionImg2ImgPipeline', 'OnnxStableDiffusionPipeline', 'OnnxStableDiffusionImg2ImgPipeline', 'ORTStableDiffusionPipeline', 'ORTStableDiffusionImg2ImgPipeline']);
+const SUPPORTED_CLASSES = new Set([
+  'StableDiffusionPipeline',
+  'StableDiffusionImg2ImgPipeline',
+  'StableDiffusionInpaintPipeline',
+  'OnnxStableDiffusionPipeline',
+  'OnnxStableDiffusionImg2ImgPipeline',
+  'OnnxStableDiffusionInpaintPipeline',
+  'ORTStableDiffusionPipeline',
+  'ORTStableDiffusionImg2ImgPipeline',
+  'ORTStableDiffusionInpaintPipeline',
+]);
+const SDXL_CLASSES = new Set(['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline']);
+
+function inconsistent(folder: string, what: string, hint?: string): never {
+  return fail(ErrorCode.E_GENERATE_INCONSISTENT, folder, what, hint ? { hint } : {});
+}
+
+/** A component config, or {} when absent (ONNX folders may carry none). */
+async function optionalJson(path: string): Promise<Record<string, unknown>> {
+  return existsSync(path) ? readJson(path) : {};
+}
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   let text: string;
@@ -158,11 +203,16 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const index = await readJson(join(folder, 'model_index.json'));
   const pipelineClass = String(index._class_name ?? '');
   const hasComponent = (c: string) => Array.isArray(index[c]) && (index[c] as unknown[])[0] !== null;
-  if (pipelineClass.includes('XL') || hasComponent('text_encoder_2')) {
-    unsupported(folder, `${pipelineClass || 'this pipeline'} is SDXL: test generation runs SD 1.x / 2.x pipelines only (SDXL's two text encoders with penultimate states, pooled text_embeds and time_ids conditioning are not implemented).`, 'Use `verify --source` for the weights check.');
-  }
-  if (!SUPPORTED_CLASSES.has(pipelineClass)) {
-    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline folders (txt2img, img2img) only.`);
+  const isXL = pipelineClass.includes('XL') || hasComponent('text_encoder_2');
+  if (isXL) {
+    if (!SDXL_CLASSES.has(pipelineClass)) {
+      unsupported(folder, `${pipelineClass || 'this pipeline'}: of the SDXL pipelines, test generation runs StableDiffusionXLPipeline (txt2img) only (img2img, the refiner and SDXL inpainting are not implemented).`, 'Use `verify --source` for the weights check.');
+    }
+    if (!hasComponent('text_encoder') || !hasComponent('text_encoder_2')) {
+      unsupported(folder, 'an SDXL pipeline without both text encoders (a refiner layout): test generation runs the SDXL base layout only.');
+    }
+  } else if (!SUPPORTED_CLASSES.has(pipelineClass)) {
+    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline and StableDiffusionXLPipeline folders only.`);
   }
   const unet = await readJson(join(folder, 'unet', 'config.json')).catch((e: unknown) => {
     // OnnxStableDiffusionPipeline folders carry no component configs.
@@ -173,14 +223,33 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const schedulerConfig = (await readJson(join(folder, 'scheduler', 'scheduler_config.json'))) as SchedulerConfigJson;
   const latentChannels = Number(vae.latent_channels ?? 4);
   const inChannels = Number(unet.in_channels ?? latentChannels);
-  if (inChannels !== latentChannels) {
-    unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: an inpainting, depth or instruct-pix2pix model; test generation runs text-to-image UNets only.`);
+  if (inChannels !== latentChannels && (isXL || inChannels !== 2 * latentChannels + 1)) {
+    unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: ${isXL ? 'an SDXL inpainting model' : 'a depth or instruct-pix2pix model'}; test generation runs text-to-image UNets and SD 1.x / 2.x inpainting UNets (${2 * latentChannels + 1} channels) only.`);
   }
   for (const key of ['class_embed_type', 'addition_embed_type', 'encoder_hid_dim_type']) {
-    if (unet[key] !== undefined && unet[key] !== null) unsupported(folder, `the UNet config sets ${key} "${String(unet[key])}" (an upscaler, unCLIP or SDXL UNet): not supported by test generation.`);
+    if (isXL && key === 'addition_embed_type' && unet[key] === 'text_time') continue;
+    if (unet[key] !== undefined && unet[key] !== null) unsupported(folder, `the UNet config sets ${key} "${String(unet[key])}" (an upscaler, unCLIP or ${isXL ? 'non-text_time SDXL' : 'SDXL'} UNet): not supported by test generation.`);
+  }
+  if (isXL && unet.addition_embed_type !== undefined && unet.addition_embed_type !== 'text_time') {
+    unsupported(folder, 'an SDXL UNet without addition_embed_type "text_time": not supported by test generation.');
   }
   const blocks = Array.isArray(vae.block_out_channels) ? vae.block_out_channels.length : 4;
   const cross = Array.isArray(unet.cross_attention_dim) ? Number(unet.cross_attention_dim[0]) : Number(unet.cross_attention_dim ?? 768);
+  const te1 = await optionalJson(join(folder, 'text_encoder', 'config.json'));
+  const te2 = isXL ? await optionalJson(join(folder, 'text_encoder_2', 'config.json')) : {};
+  // The text encoder widths must add up to the UNet's cross-attention context width.
+  const widths = (isXL ? [te1, te2] : [te1]).map((c) => (typeof c.hidden_size === 'number' ? c.hidden_size : undefined));
+  if (widths.every((w) => w !== undefined) && unet.cross_attention_dim !== undefined) {
+    const sum = (widths as number[]).reduce((a, b) => a + b, 0);
+    if (sum !== cross) {
+      inconsistent(
+        folder,
+        `the text encoder${isXL ? 's give' : ' gives'} ${widths.join(' + ')}${isXL ? ` = ${sum}` : ''} features per token but the UNet's cross_attention_dim is ${cross}: the UNet cannot be called with these prompt embeddings (Diffusers fails the same way).`,
+        'The folder mixes components of different models; a generation cannot run. `verify --source` still checks the weights.',
+      );
+    }
+  }
+  const vocab = (c: Record<string, unknown>): number | undefined => (typeof c.vocab_size === 'number' ? c.vocab_size : undefined);
   return {
     pipelineClass,
     unet,
@@ -188,6 +257,18 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
     schedulerConfig,
     tokenizerDir: join(folder, 'tokenizer'),
     latentChannels,
+    unetInChannels: inChannels,
+    xl: isXL
+      ? {
+          tokenizer2Dir: join(folder, 'tokenizer_2'),
+          forceZerosForEmptyPrompt: index.force_zeros_for_empty_prompt === undefined ? true : Boolean(index.force_zeros_for_empty_prompt),
+          additionTimeEmbedDim: typeof unet.addition_time_embed_dim === 'number' ? unet.addition_time_embed_dim : undefined,
+          expectedAddEmbedDim: typeof unet.projection_class_embeddings_input_dim === 'number' ? unet.projection_class_embeddings_input_dim : undefined,
+          latentsMean: Array.isArray(vae.latents_mean) ? (vae.latents_mean as number[]) : null,
+          latentsStd: Array.isArray(vae.latents_std) ? (vae.latents_std as number[]) : null,
+        }
+      : undefined,
+    vocabSizes: { text_encoder: vocab(te1), text_encoder_2: isXL ? vocab(te2) : undefined },
     vaeScaleFactor: 2 ** (blocks - 1),
     scalingFactor: Number(vae.scaling_factor ?? 0.18215),
     crossAttentionDim: cross,
@@ -196,14 +277,14 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
 }
 
 /** Wraps models to record non-finite outputs per network. */
-function watched(models: PipelineModels, bad: Record<string, number>): PipelineModels {
+function watched(models: PipelineModels | (PipelineModels & SdxlModels), bad: Record<string, number>): PipelineModels & Partial<SdxlModels> {
   const count = (name: string, t: Tensor): Tensor => {
     let n = 0;
     for (let i = 0; i < t.data.length; i++) if (!Number.isFinite(t.data[i])) n++;
     if (n) bad[name] = (bad[name] ?? 0) + n;
     return t;
   };
-  const out: PipelineModels = {
+  const out: PipelineModels & Partial<SdxlModels> = {
     encodeText: async (ids) => count('text embeddings', await models.encodeText(ids)),
     unet: async (s, t, e, x) => count('UNet outputs', await models.unet(s, t, e, x)),
     vaeDecode: async (l) => models.vaeDecode(l),
@@ -212,27 +293,64 @@ function watched(models: PipelineModels, bad: Record<string, number>): PipelineM
     const enc = models.vaeEncode.bind(models);
     out.vaeEncode = async (img) => count('VAE encoder moments', await enc(img));
   }
+  if ('encodeTextXL' in models && typeof models.encodeTextXL === 'function') {
+    const xl = models.encodeTextXL.bind(models);
+    out.encodeTextXL = async (which, ids) => {
+      const r = await xl(which, ids);
+      count('text embeddings', r.penultimate);
+      if (r.textEmbeds) count('pooled text embeddings', r.textEmbeds);
+      return r;
+    };
+  }
   return out;
+}
+
+/** Refuses token ids a text encoder has no embedding for (onnxruntime would fail on the Gather). */
+function checkVocabulary(folder: string, component: string, tokenizer: ClipTokenizer, vocabSize: number | undefined, texts: readonly string[]): void {
+  if (vocabSize === undefined) return;
+  for (const text of texts) {
+    const max = Math.max(...tokenizer.encode(text).ids);
+    if (max >= vocabSize) {
+      inconsistent(folder, `the tokenizer gives token id ${max} but ${component} has an embedding table of ${vocabSize} entries (vocab_size): the tokenizer and the text encoder do not belong together.`, 'A generation cannot run; `verify --source` still checks the weights.');
+    }
+  }
+}
+
+async function imageArg(v: string | RgbImage | undefined): Promise<RgbImage | undefined> {
+  return typeof v === 'string' ? readPng(v) : v;
 }
 
 /** Runs one test generation from `folder` and checks the result. */
 export async function runGeneration(folder: string, o: GenerationOptions): Promise<GenerationRun> {
   const t0 = performance.now();
   const progress = o.onProgress ?? (() => undefined);
-  if (o.mask !== undefined) {
-    unsupported(folder, 'inpainting (--mask) is not supported by test generation: txt2img, and img2img with --image, only.');
-  }
   if (typeof o.prompt !== 'string') fail(ErrorCode.E_USAGE, undefined, 'a prompt is required.');
+  if (o.mask !== undefined && o.initImage === undefined) fail(ErrorCode.E_USAGE, undefined, 'inpainting (--mask) needs the image to inpaint (--image).');
   const info = await readFolderInfo(folder);
+  const inpaintUnet = info.unetInChannels !== info.latentChannels;
+  if (inpaintUnet && o.mask === undefined) {
+    fail(ErrorCode.E_USAGE, folder, `has an inpainting UNet (${info.unetInChannels} input channels): give the image (--image) and the mask (--mask).`);
+  }
+  if (info.xl && (o.initImage !== undefined || o.mask !== undefined)) {
+    unsupported(folder, 'SDXL img2img and inpainting (--image, --mask) are not supported by test generation: SDXL txt2img only.');
+  }
   const tokenizer = await ClipTokenizer.fromFolder(info.tokenizerDir);
+  const tokenizer2 = info.xl ? await ClipTokenizer.fromFolder(info.xl.tokenizer2Dir) : undefined;
+  if (!o.models) {
+    const texts = [o.prompt, o.negativePrompt ?? ''];
+    checkVocabulary(folder, 'text_encoder', tokenizer, info.vocabSizes.text_encoder, texts);
+    if (tokenizer2) checkVocabulary(folder, 'text_encoder_2', tokenizer2, info.vocabSizes.text_encoder_2, texts);
+  }
   const scheduler = createScheduler(info.schedulerConfig, o.scheduler);
-  const init = typeof o.initImage === 'string' ? await readPng(o.initImage) : o.initImage;
+  const init = await imageArg(o.initImage);
+  const mask = await imageArg(o.mask);
+  const mode: GenerationReport['mode'] = mask ? 'inpaint' : init ? 'img2img' : 'txt2img';
   const width = o.width ?? init?.width ?? info.sampleSize * info.vaeScaleFactor;
   const height = o.height ?? init?.height ?? info.sampleSize * info.vaeScaleFactor;
   const steps = o.steps ?? 20;
   const guidance = o.guidance ?? 7.5;
   const seed = o.seed ?? 42;
-  const strength = init ? (o.strength ?? 0.6) : undefined;
+  const strength = mode === 'inpaint' ? (o.strength ?? 1) : init ? (o.strength ?? 0.6) : undefined;
 
   let onnx: OnnxFolder | undefined;
   let models = o.models;
@@ -244,7 +362,8 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     for (const w of onnx.warnings) progress({ type: 'warning', message: w });
     progress({ type: 'phase', phase: 'load', detail: `onnxruntime (${o.provider ?? 'cpu'})` });
     const { openOnnxModels } = await import('./onnx-models.js');
-    const opened = await openOnnxModels(onnx.dir, { provider: o.provider, components: init ? undefined : ['text_encoder', 'unet', 'vae_decoder'] });
+    const components = init ? undefined : info.xl ? (['text_encoder', 'text_encoder_2', 'unet', 'vae_decoder'] as const) : (['text_encoder', 'unet', 'vae_decoder'] as const);
+    const opened = await openOnnxModels(onnx.dir, { provider: o.provider, components });
     models = opened;
     release = () => opened.release();
     loadMs = opened.loadMs;
@@ -252,13 +371,11 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   try {
     const bad: Record<string, number> = {};
     const net = watched(models, bad);
-    progress({ type: 'phase', phase: 'generate', detail: `${init ? 'img2img' : 'txt2img'} ${width}x${height}, ${steps} steps` });
-    const result = await generate({
+    progress({ type: 'phase', phase: 'generate', detail: `${info.xl ? 'SDXL ' : ''}${mode} ${width}x${height}, ${steps} steps` });
+    const common = {
       prompt: o.prompt,
       negativePrompt: o.negativePrompt,
-      tokenizer,
       scheduler,
-      models: net,
       steps,
       guidanceScale: guidance,
       seed,
@@ -267,12 +384,28 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       vaeScaleFactor: info.vaeScaleFactor,
       latentChannels: info.latentChannels,
       scalingFactor: info.scalingFactor,
-      initImage: init,
-      strength,
       onStep: o.onStep,
       trace: o.trace,
       signal: o.signal,
-    });
+    };
+    let result: GenerateResult;
+    if (info.xl) {
+      const encodeTextXL = net.encodeTextXL ?? fail(ErrorCode.E_PIPELINE, undefined, 'an SDXL generation needs models with encodeTextXL (the two text encoders).');
+      result = await generateSdxl({
+        ...common,
+        tokenizers: [tokenizer, tokenizer2 as ClipTokenizer],
+        models: { unet: net.unet, vaeDecode: net.vaeDecode, encodeTextXL },
+        forceZerosForEmptyPrompt: info.xl.forceZerosForEmptyPrompt,
+        additionTimeEmbedDim: info.xl.additionTimeEmbedDim,
+        expectedAddEmbedDim: info.xl.expectedAddEmbedDim,
+        latentsMean: info.xl.latentsMean,
+        latentsStd: info.xl.latentsStd,
+      });
+    } else if (mask && init) {
+      result = await generateInpaint({ ...common, tokenizer, models: net, image: init, mask, unetInChannels: info.unetInChannels, strength });
+    } else {
+      result = await generate({ ...common, tokenizer, models: net, initImage: init, strength });
+    }
     const checks: Check[] = [];
     checks.push(finiteCheck({ 'final latents': result.latents.data, image: result.image?.data }));
     const badNames = Object.keys(bad);
@@ -283,7 +416,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     let probe: ProbeResult | undefined;
     if (o.probe ?? true) {
       progress({ type: 'phase', phase: 'probe', detail: 'prediction type' });
-      probe = await runPredictionProbe(models.unet.bind(models), { latentChannels: info.latentChannels, crossAttentionDim: info.crossAttentionDim });
+      probe = await runPredictionProbe(probeUnet(models, info, width, height), { latentChannels: info.latentChannels, crossAttentionDim: info.crossAttentionDim });
       checks.push(predictionCheck(probe, scheduler.predictionType));
     }
     let saved: string | undefined;
@@ -291,12 +424,19 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       await writePng(o.save, result.image);
       saved = resolve(o.save);
     }
+    let maskedFraction = 0;
+    if (mask) {
+      const m = preprocessMask(mask, height, width);
+      maskedFraction = m.data.reduce((a, b) => a + b, 0) / m.data.length;
+    }
     const t = result.timings;
     const report: GenerationReport = {
       folder: resolve(folder),
       onnx: onnx && { dir: onnx.dir, origin: onnx.origin, warnings: onnx.warnings },
       pipelineClass: info.pipelineClass,
-      mode: init ? 'img2img' : 'txt2img',
+      mode,
+      family: info.xl ? 'sdxl' : 'sd',
+      inpaint: mask ? { unetInChannels: info.unetInChannels, method: inpaintUnet ? 'inpainting-unet' : 'latent-blend', maskedFraction } : undefined,
       prompt: o.prompt,
       negativePrompt: o.negativePrompt,
       promptTruncated: result.promptTruncated,
@@ -332,4 +472,30 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   } finally {
     await release?.();
   }
+}
+
+/**
+ * The UNet as the prediction probe calls it (sample, t, constant context): an inpainting UNet gets
+ * an all-ones mask and zero masked-image latents appended; an SDXL UNet gets zero text_embeds and
+ * the default time_ids of the probe's size.
+ */
+function probeUnet(models: PipelineModels, info: FolderInfo, width: number, height: number): PipelineModels['unet'] {
+  const unet = models.unet.bind(models);
+  return async (sample, t, ehs) => {
+    let s = sample;
+    const [b, , h, w] = sample.shape;
+    if (info.unetInChannels !== info.latentChannels) {
+      const ones: Tensor = { data: new Float32Array(b * h * w).fill(1), shape: [b, 1, h, w] };
+      const zeros: Tensor = { data: new Float32Array(b * info.latentChannels * h * w), shape: [b, info.latentChannels, h, w] };
+      s = concatChannels([sample, ones, zeros]);
+    }
+    if (!info.xl) return unet(s, t, ehs);
+    const proj = info.xl.expectedAddEmbedDim !== undefined && info.xl.additionTimeEmbedDim !== undefined ? info.xl.expectedAddEmbedDim - 6 * info.xl.additionTimeEmbedDim : 1280;
+    const ph = h * info.vaeScaleFactor;
+    const pw = w * info.vaeScaleFactor;
+    const ids = sdxlTimeIds(ph || height, pw || width);
+    const timeIds = new Float32Array(b * 6);
+    for (let i = 0; i < b; i++) timeIds.set(ids, i * 6);
+    return unet(s, t, ehs, { text_embeds: { data: new Float32Array(b * proj), shape: [b, proj] }, time_ids: { data: timeIds, shape: [b, 6] } });
+  };
 }

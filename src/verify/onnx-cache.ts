@@ -9,7 +9,8 @@
  *                      <user cache> = $XDG_CACHE_HOME, else ~/.cache (Windows: %LOCALAPPDATA%);
  *        `cacheDir`    <cacheDir>/<sha256(folder path)[:16]>-<dtype>/.
  *      The cache holds `source.json`: size and mtime of every file the export reads
- *      (model_index.json, text_encoder, unet, vae, tokenizer, scheduler) and the export options.
+ *      (model_index.json, text_encoder(_2), unet, vae, tokenizer(_2), scheduler) and the export
+ *      options.
  *      It is reused while that record matches; any change re-exports (`force` always does).
  */
 import { createHash } from 'node:crypto';
@@ -25,7 +26,7 @@ export const ONNX_CACHE_FOLDER = '.ckpt2diffusers-onnx';
 const RECORD = 'source.json';
 const RECORD_VERSION = 1;
 /** The folders of a Diffusers pipeline the export reads. */
-const SOURCE_PARTS = ['model_index.json', 'text_encoder', 'unet', 'vae', 'tokenizer', 'scheduler'];
+const SOURCE_PARTS = ['model_index.json', 'text_encoder', 'text_encoder_2', 'unet', 'vae', 'tokenizer', 'tokenizer_2', 'scheduler'];
 const COMPONENTS = ['text_encoder', 'unet', 'vae_encoder', 'vae_decoder'];
 
 export interface OnnxCacheOptions {
@@ -106,7 +107,8 @@ export async function ensureOnnxFolder(folder: string, options: OnnxCacheOptions
   const dir = await onnxCacheDir(folder, options);
   const record = { version: RECORD_VERSION, source: resolve(folder), layout: 'optimum', dtype, files: await stamps(folder) };
   const recordText = JSON.stringify(record, null, 1) + '\n';
-  if (!options.force && COMPONENTS.every((c) => existsSync(join(dir, c, 'model.onnx')) || c === 'vae_encoder')) {
+  const needed = existsSync(join(folder, 'text_encoder_2')) ? [...COMPONENTS, 'text_encoder_2'] : COMPONENTS;
+  if (!options.force && needed.every((c) => existsSync(join(dir, c, 'model.onnx')) || c === 'vae_encoder')) {
     const previous = await readFile(join(dir, RECORD), 'utf8').catch(() => undefined);
     if (previous === recordText) return { dir, origin: 'cache', exportMs: 0, warnings: [] };
   }

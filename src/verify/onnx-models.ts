@@ -3,6 +3,8 @@
  * folder as exportOnnx writes it (either layout), or as optimum-cli writes it:
  *
  *   text_encoder/model.onnx   input_ids (int64 or int32, as the session declares) → last_hidden_state
+ *                             (SDXL: also hidden_states.0..N, the penultimate one read by encodeTextXL)
+ *   text_encoder_2/model.onnx SDXL only: input_ids → text_embeds, hidden_states.0..N
  *   unet/model.onnx           sample, timestep, encoder_hidden_states → out_sample; the timestep is
  *                             sent with the element type and rank the session declares (0-d
  *                             scalar, [1], or [batch] when its one dim is the sample's batch dim)
@@ -17,6 +19,7 @@ import { join } from 'node:path';
 import { bf16BitsToF32Bits, f16BitsToF32Bits, f32BitsToF16Bits } from '../diffusers/cast.js';
 import { CkptError, ErrorCode, fail } from '../errors.js';
 import type { PipelineModels } from '../generate/pipeline.js';
+import type { SdxlTextEncoderOutput } from '../generate/sdxl.js';
 import type { Tensor } from '../generate/tensor.js';
 import { createSession, loadOnnxRuntime, type OnnxRuntime, type OrtSession, type OrtTensor } from '../onnx/runtime.js';
 
@@ -85,12 +88,30 @@ class Component {
     return { data: toFloat32(t), shape: [...t.dims] };
   }
 
+  /** Every output, as float32. */
+  async runAll(feeds: Record<string, OrtTensor>): Promise<Record<string, Tensor>> {
+    let res: Record<string, OrtTensor>;
+    try {
+      res = (await this.session.run(feeds)) as Record<string, OrtTensor>;
+    } catch (e) {
+      throw new CkptError(ErrorCode.E_ONNX_RUNTIME, `${this.name}: onnxruntime failed to run the model (${(e as Error).message}).`, { cause: e });
+    }
+    const out: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(res)) out[name] = { data: toFloat32(t), shape: [...t.dims] };
+    return out;
+  }
+
   release(): Promise<void> {
     return this.session.release();
   }
 }
 
 export interface OnnxPipelineModels extends PipelineModels {
+  /**
+   * SDXL text encoders (0: text_encoder, 1: text_encoder_2): `hidden_states[-2]` (the output
+   * `hidden_states.{N-1}` of N layers) and, for text_encoder_2, `text_embeds`.
+   */
+  encodeTextXL(which: 0 | 1, ids: Int32Array): Promise<SdxlTextEncoderOutput>;
   /** Number of UNet calls so far. */
   readonly unetCalls: number;
   /** Input and output names of each session, for reports. */
@@ -103,7 +124,7 @@ export interface OnnxPipelineModels extends PipelineModels {
 export interface OnnxModelsOptions {
   provider?: Provider;
   /** Components to load (default all present). */
-  components?: readonly ('text_encoder' | 'unet' | 'vae_decoder' | 'vae_encoder')[];
+  components?: readonly ('text_encoder' | 'text_encoder_2' | 'unet' | 'vae_decoder' | 'vae_encoder')[];
 }
 
 /** Opens the sessions of an ONNX pipeline folder. */
@@ -112,7 +133,7 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
   const ort = await loadOnnxRuntime();
   const provider = options.provider ?? 'cpu';
   const providers = provider === 'cpu' ? ['cpu'] : [ORT_PROVIDER[provider], 'cpu'];
-  const wanted = options.components ?? ['text_encoder', 'unet', 'vae_decoder', 'vae_encoder'];
+  const wanted = options.components ?? ['text_encoder', 'text_encoder_2', 'unet', 'vae_decoder', 'vae_encoder'];
   const open = async (name: string, required: boolean): Promise<Component | undefined> => {
     const path = join(onnxDir, name, 'model.onnx');
     if (!wanted.includes(name as never)) return undefined;
@@ -124,12 +145,15 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
   };
   const loaded: Component[] = [];
   let te: Component | undefined;
+  let te2: Component | undefined;
   let unet: Component | undefined;
   let dec: Component | undefined;
   let enc: Component | undefined;
   try {
     te = await open('text_encoder', true);
     if (te) loaded.push(te);
+    te2 = await open('text_encoder_2', false);
+    if (te2) loaded.push(te2);
     unet = await open('unet', true);
     if (unet) loaded.push(unet);
     dec = await open('vae_decoder', true);
@@ -145,6 +169,10 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
   const need = (c: Component | undefined, what: string): Component => c ?? fail(ErrorCode.E_PIPELINE, undefined, `${what} was not loaded.`);
 
   let unetCalls = 0;
+  const idsTensor = (c: Component, ids: Int32Array): OrtTensor => {
+    const type = inputMeta(c.session, 'input_ids')?.type ?? 'int64';
+    return type === 'int32' ? new ort.Tensor('int32', Int32Array.from(ids), [1, ids.length]) : new ort.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), [1, ids.length]);
+  };
   const models: OnnxPipelineModels = {
     get unetCalls() {
       return unetCalls;
@@ -153,9 +181,20 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
     loadMs: performance.now() - t0,
     async encodeText(ids: Int32Array): Promise<Tensor> {
       const c = need(te, 'text_encoder');
-      const type = inputMeta(c.session, 'input_ids')?.type ?? 'int64';
-      const input = type === 'int32' ? new ort.Tensor('int32', Int32Array.from(ids), [1, ids.length]) : new ort.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), [1, ids.length]);
-      return c.run({ input_ids: input }, 'last_hidden_state');
+      return c.run({ input_ids: idsTensor(c, ids) }, 'last_hidden_state');
+    },
+    async encodeTextXL(which: 0 | 1, ids: Int32Array): Promise<SdxlTextEncoderOutput> {
+      const c = which === 0 ? need(te, 'text_encoder') : need(te2, 'text_encoder_2');
+      const hidden = c.session.outputNames.filter((n) => /^hidden_states\.\d+$/.test(n));
+      if (hidden.length < 2) {
+        fail(ErrorCode.E_ONNX_RUNTIME, undefined, `${c.name}: the graph has no hidden_states.N outputs (SDXL needs the penultimate hidden state).`, { hint: 'Re-export the SDXL folder (--reexport).' });
+      }
+      const penultimateName = `hidden_states.${hidden.length - 2}`;
+      const outputs = await c.runAll({ input_ids: idsTensor(c, ids) });
+      const penultimate = outputs[penultimateName] ?? fail(ErrorCode.E_ONNX_RUNTIME, undefined, `${c.name}: no output ${penultimateName}.`);
+      if (which === 0) return { penultimate };
+      const textEmbeds = outputs.text_embeds ?? fail(ErrorCode.E_ONNX_RUNTIME, undefined, `${c.name}: no text_embeds output (expected CLIPTextModelWithProjection).`);
+      return { penultimate, textEmbeds };
     },
     async unet(sample: Tensor, timestep: number, ehs: Tensor, extra?: Readonly<Record<string, Tensor>>): Promise<Tensor> {
       const c = need(unet, 'unet');

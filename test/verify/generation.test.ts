@@ -12,7 +12,7 @@
  *
  * Also: the export cache (reused, refreshed when a source file changes), `generate` and `verify`
  * through the CLI (PNG written, JSON timings per step and stage), img2img from a PNG, and the
- * refusals (inpainting mask, SDXL).
+ * refusals (--mask without --image, an SDXL folder whose components do not fit together).
  */
 import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -137,15 +137,16 @@ describe('CLI', () => {
     expect([r.report.width, r.report.height]).toEqual([64, 64]);
   });
 
-  it('refuses inpainting and SDXL clearly', async () => {
+  it('refuses --mask without --image, and an SDXL folder whose components cannot run together', async () => {
     const io = memoryIO();
-    expect(await main(['generate', folder, '--prompt', 'x', '--mask', 'm.png'], io)).toBe(1);
-    expect(io.err).toMatch(/^error\[E_GENERATE_UNSUPPORTED\]: .*inpainting \(--mask\) is not supported/);
+    expect(await main(['generate', folder, '--prompt', 'x', '--mask', 'm.png'], io)).toBe(2);
+    expect(io.err).toMatch(/^error\[E_USAGE\]: .*inpainting \(--mask\) needs the image to inpaint \(--image\)/);
+    // The tiny sdxl-base case: two 32-wide text encoders for a UNet with cross_attention_dim 2048.
     const xl = join(tmp, 'sdxl');
     await convert(sharedFixture('cases/sdxl-base/model-fp16.safetensors'), xl);
     const io2 = memoryIO();
     expect(await main(['generate', xl, '--prompt', 'x'], io2)).toBe(1);
-    expect(io2.err).toMatch(/^error\[E_GENERATE_UNSUPPORTED\]: .* is SDXL: test generation runs SD 1\.x \/ 2\.x pipelines only/);
+    expect(io2.err).toMatch(/^error\[E_GENERATE_INCONSISTENT\]: .*32 \+ 32 = 64 features per token but the UNet's cross_attention_dim is 2048/);
   });
 
   it('verify without --source or --prompt is a usage error', async () => {

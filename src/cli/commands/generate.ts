@@ -20,7 +20,7 @@ export interface GenerationArgs {
   height?: number;
   scheduler?: string;
   image?: string;
-  strength: number;
+  strength?: number;
   mask?: string;
   provider: Provider;
   save?: string;
@@ -64,9 +64,9 @@ export function generationOptions(y: Argv, promptRequired: boolean): Argv {
     .option('width', { type: 'number', describe: 'image width (default: the UNet sample_size x 8, or the init image)', coerce: multipleOf8('width') })
     .option('height', { type: 'number', describe: 'image height (default: as width)', coerce: multipleOf8('height') })
     .option('scheduler', { type: 'string', describe: "scheduler (pndm, ddim, euler, euler_a or a class name; default the folder's)" })
-    .option('image', { type: 'string', describe: 'init image (PNG) for img2img' })
-    .option('strength', { type: 'number', default: 0.6, describe: 'img2img strength', coerce: unitInterval })
-    .option('mask', { type: 'string', describe: 'inpainting mask (PNG): not supported, refused' })
+    .option('image', { type: 'string', describe: 'init image (PNG) for img2img, or the image to inpaint with --mask' })
+    .option('strength', { type: 'number', describe: 'img2img strength (default 0.6); inpainting strength (default 1)', coerce: (v: number | undefined) => (v === undefined ? v : unitInterval(v)) })
+    .option('mask', { type: 'string', describe: 'inpainting mask (PNG, the size of --image; white is repainted): an inpainting UNet, or latent blending with a text-to-image UNet' })
     .option('provider', { choices: PROVIDERS, default: 'cpu' as Provider, describe: 'onnxruntime execution provider' })
     .option('save', { type: 'string', describe: 'write the image to this PNG file' })
     .option('onnx-cache', { type: 'string', describe: "parent folder of the ONNX export cache (default: <folder>/.ckpt2diffusers-onnx/, or the user cache dir when the folder is read-only)" })
@@ -155,10 +155,15 @@ export function renderChecks(checks: readonly Check[]): string[] {
 export function renderGeneration(r: GenerationReport): string {
   const t = r.timings;
   const lines = [
-    `generation: ${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''} [${r.provider}]`,
+    `generation: ${r.family === 'sdxl' ? 'SDXL ' : ''}${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''} [${r.provider}]`,
   ];
   if (r.onnx) lines.push(`  onnx: ${r.onnx.dir} (${r.onnx.origin === 'exported' ? `exported in ${ms(t.exportMs)}` : r.onnx.origin === 'cache' ? 'cached export reused' : 'ONNX folder'})`);
   if (r.promptTruncated) lines.push('  prompt: truncated to 77 tokens');
+  if (r.inpaint) {
+    lines.push(
+      `  inpaint: ${r.inpaint.method === 'inpainting-unet' ? `inpainting UNet (${r.inpaint.unetInChannels} channels)` : 'latent blending (text-to-image UNet)'}, ${(100 * r.inpaint.maskedFraction).toFixed(1)}% of the pixels masked; the original is not pasted back`,
+    );
+  }
   const steps = t.stepMs.length ? `${t.stepMs.length} x mean ${ms(t.meanStepMs)} (min ${ms(Math.min(...t.stepMs))}, max ${ms(Math.max(...t.stepMs))})` : 'none';
   lines.push(`  time: load ${ms(t.loadMs)}, text ${ms(t.encodeTextMs)}, steps ${steps}, decode ${ms(t.decodeMs)}, probe ${ms(t.probeMs)}, total ${ms(t.totalMs)}`);
   lines.push(`  latents: mean ${r.latents.mean.toPrecision(4)}, std ${r.latents.std.toPrecision(4)}`);
@@ -183,14 +188,15 @@ interface GenerateArgs extends GenerationArgs {
 
 export const generateCommand: CommandModule<GenerateArgs> = {
   command: 'generate <folder>',
-  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img and img2img)',
+  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img)',
   builder: (y: Argv) =>
     generationOptions(y.positional('folder', { type: 'string', describe: 'Diffusers folder (or ONNX pipeline folder)', demandOption: true }), true)
       .option('json', { type: 'boolean', default: false, describe: 'print the report (timings per step and stage, checks) as JSON on stdout' })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress on stderr' })
       .option('strict', { type: 'boolean', default: false, describe: 'exit 1 when a check warns' })
       .example('$0 generate sd15/ --prompt "a photo of a cat" --save cat.png', 'txt2img, 20 steps, seed 42')
-      .example('$0 generate sd15/ --prompt "a watercolor" --image in.png --strength 0.6 --save out.png', 'img2img'),
+      .example('$0 generate sd15/ --prompt "a watercolor" --image in.png --strength 0.6 --save out.png', 'img2img')
+      .example('$0 generate sd15-inpaint/ --prompt "a red door" --image in.png --mask mask.png --save out.png', 'inpainting (white mask pixels are repainted)'),
   async run(args: GenerateArgs, io: CliIO): Promise<number> {
     const progress = generationProgress(io, args.quiet || args.json);
     let report: GenerationReport;

@@ -149,7 +149,9 @@ abstract class EulerBase implements Scheduler {
   abstract step(modelOutput: Float32Array, timestep: number, sample: Float32Array, ctx: StepContext): Float32Array;
 
   addNoise(original: Float32Array, noise: Float32Array, timestep: number): Float32Array {
-    const index = this.beginIndex ?? this.stepIndex ?? this.indexForTimestep(timestep);
+    // Diffusers' order: no begin index → look the timestep up; inside the loop (inpainting's
+    // per-step re-noising) → the current step index; before the first step (img2img) → the begin index.
+    const index = this.beginIndex === null ? this.indexForTimestep(timestep) : (this.stepIndex ?? this.beginIndex);
     const sigma = this.sigmas[index];
     return map2(original, noise, (x, e) => f32(x + f32(e * sigma)));
   }

@@ -1,0 +1,254 @@
+/**
+ * SDXL text-to-image, as Diffusers 0.31's StableDiffusionXLPipeline runs it with
+ * `generator=torch.Generator("cpu").manual_seed(seed)`, one image per prompt, no watermark
+ * (`add_watermarker=False`: the invisible watermark changes pixels and is not reproduced here).
+ *
+ * Conditioning (`encode_prompt`):
+ *   - two tokenizers and two text encoders: `prompt` goes through tokenizer / text_encoder,
+ *     `prompt_2` (default `prompt`) through tokenizer_2 / text_encoder_2; each tokenizer pads to
+ *     77 with its own pad token (tokenizer: `<|endoftext|>`, tokenizer_2: `!`);
+ *   - prompt_embeds = concat(text_encoder hidden_states[-2], text_encoder_2 hidden_states[-2]) on
+ *     the last axis (penultimate states, no final layer norm);
+ *   - pooled_prompt_embeds = text_encoder_2's projected `text_embeds`;
+ *   - with guidance > 1: when no negative prompt is given (`negative_prompt is None`) and the
+ *     pipeline's `force_zeros_for_empty_prompt` is true, the negative embeddings and the negative
+ *     pooled embeddings are zeros; otherwise the negative prompt (default "", negative_prompt_2
+ *     default negative_prompt) is encoded the same way.
+ * Added conditioning: add_time_ids = [original_h, original_w, crop_top, crop_left, target_h,
+ * target_w] (defaults (H, W), (0, 0), (H, W)), the same row for the negative side; the UNet gets
+ * `text_embeds` [B, proj] and `time_ids` [B, 6], batched like the sample (uncond first).
+ * The rest (latents, loop, guidance, decode) is the shared pipeline (pipeline.ts); the decoder
+ * input is `latents / scaling_factor`, or `latents * latents_std / scaling_factor + latents_mean`
+ * when the VAE config gives both.
+ */
+import { ErrorCode, fail } from '../errors.js';
+import { generate, type GenerateOptions, type GenerateResult, type PipelineModels, type PromptConditioning } from './pipeline.js';
+import { concat0, expectShape, f32, type Tensor } from './tensor.js';
+import type { ClipTokenizer } from './tokenizer.js';
+
+/** What SDXL reads from one text encoder. */
+export interface SdxlTextEncoderOutput {
+  /** `hidden_states[-2]`: `[1, 77, D]`. */
+  readonly penultimate: Tensor;
+  /** text_encoder_2 (CLIPTextModelWithProjection) only: the projected pooled output `[1, P]`. */
+  readonly textEmbeds?: Tensor;
+}
+
+/**
+ * The networks of an SDXL generation: the shared UNet / VAE calls (the UNet gets `text_embeds` and
+ * `time_ids` as extra inputs) and the two text encoders (`which` 0: text_encoder, 1: text_encoder_2).
+ */
+export interface SdxlModels extends Omit<PipelineModels, 'encodeText'> {
+  encodeTextXL(which: 0 | 1, ids: Int32Array): Promise<SdxlTextEncoderOutput>;
+}
+
+export interface SdxlConditioningOptions {
+  readonly prompt: string;
+  /** Default `prompt`. */
+  readonly prompt2?: string;
+  /** `undefined` is Diffusers' `negative_prompt=None` (zeros with force_zeros_for_empty_prompt). */
+  readonly negativePrompt?: string;
+  /** Default `negativePrompt`. */
+  readonly negativePrompt2?: string;
+  readonly tokenizers: readonly [ClipTokenizer, ClipTokenizer];
+  readonly models: Pick<SdxlModels, 'encodeTextXL'>;
+  /** Classifier-free guidance on (guidance scale > 1). */
+  readonly guidance: boolean;
+  /** model_index.json `force_zeros_for_empty_prompt` (default true). */
+  readonly forceZerosForEmptyPrompt?: boolean;
+  readonly height: number;
+  readonly width: number;
+  /** (height, width); default (height, width). */
+  readonly originalSize?: readonly [number, number];
+  /** (top, left); default (0, 0). */
+  readonly cropsCoordsTopLeft?: readonly [number, number];
+  /** (height, width); default (height, width). */
+  readonly targetSize?: readonly [number, number];
+  /**
+   * When given, `addition_time_embed_dim * 6 + projection_dim` must equal this (the UNet's
+   * `add_embedding.linear_1` input width, `projection_class_embeddings_input_dim`), as Diffusers checks.
+   */
+  readonly expectedAddEmbedDim?: number;
+  readonly additionTimeEmbedDim?: number;
+  readonly trace?: (name: string, value: Tensor | Int32Array | number[]) => void;
+}
+
+/** `[original_h, original_w, crop_top, crop_left, target_h, target_w]` (`_get_add_time_ids`). */
+export function sdxlTimeIds(height: number, width: number, o: Pick<SdxlConditioningOptions, 'originalSize' | 'cropsCoordsTopLeft' | 'targetSize'> = {}): number[] {
+  const original = o.originalSize ?? [height, width];
+  const crop = o.cropsCoordsTopLeft ?? [0, 0];
+  const target = o.targetSize ?? [height, width];
+  return [original[0], original[1], crop[0], crop[1], target[0], target[1]];
+}
+
+function checkEncoderOutput(out: SdxlTextEncoderOutput, which: 0 | 1, seq: number): void {
+  const p = out.penultimate;
+  if (p.shape.length !== 3 || p.shape[0] !== 1 || p.shape[1] !== seq || p.data.length !== p.shape[0] * p.shape[1] * p.shape[2]) {
+    fail(ErrorCode.E_PIPELINE, undefined, `text_encoder${which ? '_2' : ''} penultimate hidden state has shape [${p.shape.join(', ')}] (expected [1, ${seq}, D]).`);
+  }
+  if (which === 1) {
+    const t = out.textEmbeds;
+    if (!t || t.shape.length !== 2 || t.shape[0] !== 1) fail(ErrorCode.E_PIPELINE, undefined, 'text_encoder_2 gave no text_embeds [1, P] (a CLIPTextModelWithProjection output).');
+  }
+}
+
+/** Concatenation on the last axis of `[1, S, D1]` and `[1, S, D2]` → `[1, S, D1 + D2]`. */
+export function concatLastAxis(a: Tensor, b: Tensor): Tensor {
+  const [n, s, d1] = a.shape;
+  const d2 = b.shape[2];
+  if (b.shape[0] !== n || b.shape[1] !== s) fail(ErrorCode.E_PIPELINE, undefined, `cannot concatenate [${a.shape.join(', ')}] and [${b.shape.join(', ')}] on the last axis.`);
+  const out = new Float32Array(n * s * (d1 + d2));
+  for (let r = 0; r < n * s; r++) {
+    out.set(a.data.subarray(r * d1, (r + 1) * d1), r * (d1 + d2));
+    out.set(b.data.subarray(r * d2, (r + 1) * d2), r * (d1 + d2) + d1);
+  }
+  return { data: out, shape: [n, s, d1 + d2] };
+}
+
+function zerosLike(t: Tensor): Tensor {
+  return { data: new Float32Array(t.data.length), shape: [...t.shape] };
+}
+
+/** One side (prompt or negative prompt) through both encoders: `[1, 77, D1 + D2]` and pooled `[1, P]`. */
+async function encodeSide(o: SdxlConditioningOptions, texts: readonly [string, string], side: 'cond' | 'uncond'): Promise<{ embeds: Tensor; pooled: Tensor; ids: number[]; truncated: boolean }> {
+  const trace = o.trace ?? (() => undefined);
+  const hidden: Tensor[] = [];
+  let pooled: Tensor | undefined;
+  let ids: number[] = [];
+  let truncated = false;
+  for (const which of [0, 1] as const) {
+    const enc = o.tokenizers[which].encode(texts[which]);
+    if (which === 0) {
+      ids = enc.ids;
+      truncated = enc.truncated;
+    }
+    trace(`input_ids${which ? '_2' : ''}.${side}`, Int32Array.from(enc.ids));
+    const out = await o.models.encodeTextXL(which, Int32Array.from(enc.ids));
+    checkEncoderOutput(out, which, enc.ids.length);
+    hidden.push(out.penultimate);
+    // Only the final encoder's pooled output is used (text_encoder gives none of rank 2).
+    if (which === 1) pooled = out.textEmbeds;
+  }
+  if (hidden[0].shape[1] !== hidden[1].shape[1]) fail(ErrorCode.E_PIPELINE, undefined, `the two tokenizers give ${hidden[0].shape[1]} and ${hidden[1].shape[1]} tokens (expected the same length).`);
+  return { embeds: concatLastAxis(hidden[0], hidden[1]), pooled: pooled as Tensor, ids, truncated };
+}
+
+/** The SDXL conditioning for the shared pipeline: prompt embeddings and the UNet's text_embeds / time_ids. */
+export async function sdxlConditioning(o: SdxlConditioningOptions): Promise<PromptConditioning & { pooled: Tensor; negativePooled?: Tensor; timeIds: number[] }> {
+  const trace = o.trace ?? (() => undefined);
+  const cond = await encodeSide(o, [o.prompt, o.prompt2 || o.prompt], 'cond');
+  const timeIds = sdxlTimeIds(o.height, o.width, o);
+  const projectionDim = cond.pooled.shape[1];
+  if (o.expectedAddEmbedDim !== undefined && o.additionTimeEmbedDim !== undefined) {
+    const passed = o.additionTimeEmbedDim * timeIds.length + projectionDim;
+    if (passed !== o.expectedAddEmbedDim) {
+      fail(ErrorCode.E_PIPELINE, undefined, `the UNet expects an added embedding of ${o.expectedAddEmbedDim} features but gets ${o.additionTimeEmbedDim} x ${timeIds.length} time ids + ${projectionDim} text_embeds = ${passed}.`, {
+        hint: 'The text_encoder_2 projection_dim and the UNet addition_time_embed_dim / projection_class_embeddings_input_dim do not belong together.',
+      });
+    }
+  }
+  trace('pooled_prompt_embeds.cond', cond.pooled);
+  const ids: Tensor = { data: Float32Array.from(timeIds, f32), shape: [1, timeIds.length] };
+  if (!o.guidance) {
+    return { cond: cond.embeds, inputIds: { cond: cond.ids }, truncated: cond.truncated, unetExtra: { text_embeds: cond.pooled, time_ids: ids }, pooled: cond.pooled, timeIds };
+  }
+  let uncondEmbeds: Tensor;
+  let uncondPooled: Tensor;
+  let uncondIds: number[] | undefined;
+  if (o.negativePrompt === undefined && (o.forceZerosForEmptyPrompt ?? true)) {
+    uncondEmbeds = zerosLike(cond.embeds);
+    uncondPooled = zerosLike(cond.pooled);
+  } else {
+    const neg = o.negativePrompt ?? '';
+    const u = await encodeSide(o, [neg, o.negativePrompt2 || neg], 'uncond');
+    expectShape(u.embeds, cond.embeds.shape, 'negative prompt embeddings');
+    expectShape(u.pooled, cond.pooled.shape, 'negative pooled prompt embeddings');
+    uncondEmbeds = u.embeds;
+    uncondPooled = u.pooled;
+    uncondIds = u.ids;
+  }
+  trace('pooled_prompt_embeds.uncond', uncondPooled);
+  return {
+    cond: cond.embeds,
+    uncond: uncondEmbeds,
+    inputIds: { cond: cond.ids, uncond: uncondIds },
+    truncated: cond.truncated,
+    unetExtra: { text_embeds: concat0([uncondPooled, cond.pooled]), time_ids: concat0([ids, ids]) },
+    pooled: cond.pooled,
+    negativePooled: uncondPooled,
+    timeIds,
+  };
+}
+
+export interface SdxlGenerateOptions extends Omit<GenerateOptions, 'tokenizer' | 'conditioning' | 'models' | 'initImage' | 'prepare'> {
+  readonly prompt2?: string;
+  readonly negativePrompt2?: string;
+  readonly tokenizers: readonly [ClipTokenizer, ClipTokenizer];
+  readonly models: SdxlModels;
+  readonly forceZerosForEmptyPrompt?: boolean;
+  readonly originalSize?: readonly [number, number];
+  readonly cropsCoordsTopLeft?: readonly [number, number];
+  readonly targetSize?: readonly [number, number];
+  readonly expectedAddEmbedDim?: number;
+  readonly additionTimeEmbedDim?: number;
+  /** VAE config `latents_mean` / `latents_std` (both or neither). */
+  readonly latentsMean?: readonly number[] | null;
+  readonly latentsStd?: readonly number[] | null;
+}
+
+/** Runs one SDXL txt2img generation (default size 1024 x 1024). */
+export async function generateSdxl(o: SdxlGenerateOptions): Promise<GenerateResult> {
+  const height = o.height ?? 1024;
+  const width = o.width ?? 1024;
+  const guidance = (o.guidanceScale ?? 5) > 1;
+  const conditioning = await sdxlConditioning({
+    prompt: o.prompt,
+    prompt2: o.prompt2,
+    negativePrompt: o.negativePrompt,
+    negativePrompt2: o.negativePrompt2,
+    tokenizers: o.tokenizers,
+    models: o.models,
+    guidance,
+    forceZerosForEmptyPrompt: o.forceZerosForEmptyPrompt,
+    height,
+    width,
+    originalSize: o.originalSize,
+    cropsCoordsTopLeft: o.cropsCoordsTopLeft,
+    targetSize: o.targetSize,
+    expectedAddEmbedDim: o.expectedAddEmbedDim,
+    additionTimeEmbedDim: o.additionTimeEmbedDim,
+    trace: o.trace,
+  });
+  const scaling = f32(o.scalingFactor ?? 0.13025);
+  const mean = o.latentsMean;
+  const std = o.latentsStd;
+  const vaeInput =
+    mean && std
+      ? (latents: Tensor): Tensor => {
+          const [, c, h, w] = latents.shape;
+          if (mean.length !== c || std.length !== c) fail(ErrorCode.E_PIPELINE, undefined, `latents_mean / latents_std have ${mean.length} / ${std.length} values for ${c} latent channels.`);
+          const out = new Float32Array(latents.data.length);
+          for (let ch = 0; ch < c; ch++) {
+            const m = f32(mean[ch]);
+            const s = f32(std[ch]);
+            for (let p = 0; p < h * w; p++) out[ch * h * w + p] = f32(f32(f32(latents.data[ch * h * w + p] * s) / scaling) + m);
+          }
+          return { data: out, shape: latents.shape };
+        }
+      : undefined;
+  const models: PipelineModels = {
+    encodeText: () => fail(ErrorCode.E_PIPELINE, undefined, 'SDXL encodes prompts with encodeTextXL.'),
+    unet: (s, t, e, x) => o.models.unet(s, t, e, x),
+    vaeDecode: (l) => o.models.vaeDecode(l),
+  };
+  return generate({
+    ...o,
+    guidanceScale: o.guidanceScale ?? 5,
+    height,
+    width,
+    scalingFactor: scaling,
+    models,
+    conditioning,
+    vaeInput,
+  });
+}
