@@ -27,7 +27,7 @@ describe('readAhead', () => {
     expect(seen).toEqual([0, 1, 2, 3, 4]);
     // Item 1 was already produced before item 0 was consumed.
     expect(log.indexOf('produced 1')).toBeLessThan(log.indexOf('consumed 0'));
-    expect(log.at(-1)).toBe('closed');
+    expect(log).toContain('closed');
   });
 
   it('surfaces a producer error at the consumer, after the items before it', async () => {
