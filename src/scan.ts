@@ -4,7 +4,7 @@
  * interpret, and it never builds, imports or calls anything.
  */
 import { detectFormat } from './formats/detect.js';
-import { scanPickle } from './formats/pickle-scan.js';
+import { mergeGlobals, scanPickle } from './formats/pickle-scan.js';
 import type { InputFormat, PickleGlobal, SafetyReport } from './formats/tensor-source.js';
 import { readSmallEntry, readZipDirectory } from './formats/zip.js';
 import { FileSource } from './io/file-source.js';
@@ -75,15 +75,4 @@ async function scanLegacy(file: FileSource): Promise<PickleFindings[]> {
     start = scan.end;
   }
   return out;
-}
-
-function mergeGlobals(globals: PickleGlobal[]): PickleGlobal[] {
-  const merged = new Map<string, PickleGlobal>();
-  for (const g of globals) {
-    const key = `${g.module}\n${g.name}\n${g.opcode}`;
-    const seen = merged.get(key);
-    if (seen) seen.count += g.count;
-    else merged.set(key, { ...g });
-  }
-  return [...merged.values()];
 }

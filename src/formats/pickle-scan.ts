@@ -529,3 +529,15 @@ export function hasDangerousGlobal(globals: readonly PickleGlobal[]): boolean {
   return globals.some((g) => g.safety === 'dangerous');
 }
 
+
+/** One report for several pickles (a legacy file has five): counts of the same global and opcode are summed. */
+export function mergeGlobals(globals: readonly PickleGlobal[]): PickleGlobal[] {
+  const merged = new Map<string, PickleGlobal>();
+  for (const g of globals) {
+    const key = `${g.opcode}\u0000${g.module}\u0000${g.name}`;
+    const seen = merged.get(key);
+    if (seen) seen.count += g.count;
+    else merged.set(key, { ...g });
+  }
+  return [...merged.values()];
+}

@@ -10,14 +10,15 @@
  * (`writeFileRaw` / `readFileRaw`: the count and the element bytes are always written
  * little-endian, whatever sys_info's `little_endian` says about the writing machine).
  */
-import { dtypeBytes, numelOf } from '../dtypes.js';
+import { dtypeBytes } from '../dtypes.js';
 import { CkptError, ErrorCode, fail, isCkptError } from '../errors.js';
 import type { FileSource } from '../io/file-source.js';
 import { CHUNK_BYTES, MAX_PICKLE_BYTES, MAX_TENSORS } from '../limits.js';
 import { materializeChunks, validateTensorGeometry } from './materialize.js';
 import { interpretTorchPickle, readPlainPickle } from './pickle.js';
-import { scanPickle, type PickleScan } from './pickle-scan.js';
-import type { PickleGlobal, ReadChunksOptions, SafetyReport, TensorInfo, TensorSource } from './tensor-source.js';
+import { mergeGlobals, scanPickle, type PickleScan } from './pickle-scan.js';
+import { PickledTensorSource } from './pickled-source.js';
+import type { PickleGlobal, ReadChunksOptions, TensorSource } from './tensor-source.js';
 import type { PickledTensor, StorageRef, TorchPickleResult } from './torch-types.js';
 
 export interface TorchLegacyOptions {
@@ -92,7 +93,7 @@ export async function openTorchLegacy(file: FileSource, opts: TorchLegacyOptions
     storageCount: keys.length,
     storageSectionOffset: keyList.end,
   };
-  const globals = mergeGlobals([magic.scan, version.scan, sys.scan, object.scan, keyList.scan]);
+  const globals = mergeGlobals([magic.scan, version.scan, sys.scan, object.scan, keyList.scan].flatMap((scan) => scan.globals));
   return new TorchLegacySource(file, located, result, container, globals);
 }
 
@@ -282,53 +283,16 @@ function locateTensors(file: FileSource, result: TorchPickleResult, spans: Map<s
   return located;
 }
 
-/** One safety report for the five pickles: counts of the same (opcode, module, name) are summed. */
-function mergeGlobals(scans: readonly PickleScan[]): PickleGlobal[] {
-  const merged = new Map<string, PickleGlobal>();
-  for (const g of scans.flatMap((s) => s.globals)) {
-    const key = `${g.opcode}\u0000${g.module}\u0000${g.name}`;
-    const seen = merged.get(key);
-    if (seen) seen.count += g.count;
-    else merged.set(key, { ...g });
-  }
-  return [...merged.values()];
-}
 
 // ------------------------------------------------------------------------------------------------
 // The TensorSource.
 // ------------------------------------------------------------------------------------------------
 
-class TorchLegacySource implements TensorSource {
+class TorchLegacySource extends PickledTensorSource<Located> {
   readonly format = 'torch-legacy' as const;
-  readonly path: string;
-  readonly fileSize: number;
-  readonly tensors: readonly TensorInfo[];
-  readonly metadata: Readonly<Record<string, string>> = {};
-  readonly extras: Readonly<Record<string, unknown>>;
-  readonly wrapperPath: readonly string[];
-  readonly container: Readonly<Record<string, unknown>>;
-  readonly safety: SafetyReport;
-  private readonly infos: Map<string, TensorInfo>;
 
-  constructor(
-    private readonly file: FileSource,
-    private readonly located: Map<string, Located>,
-    result: TorchPickleResult,
-    container: TorchLegacyContainer,
-    globals: PickleGlobal[],
-  ) {
-    this.path = file.path;
-    this.fileSize = file.size;
-    this.tensors = [...located.values()].map(({ tensor }) => toTensorInfo(tensor));
-    this.infos = new Map(this.tensors.map((t) => [t.name, t]));
-    this.extras = result.extras;
-    this.wrapperPath = result.wrapperPath;
-    this.container = { ...container };
-    this.safety = { hasPickle: true, globals, dangerous: globals.some((g) => g.safety === 'dangerous') };
-  }
-
-  get(name: string): TensorInfo | undefined {
-    return this.infos.get(name);
+  constructor(file: FileSource, located: Map<string, Located>, result: TorchPickleResult, container: TorchLegacyContainer, globals: PickleGlobal[]) {
+    super(file, located, result, container, globals);
   }
 
   /** Storage bytes are little-endian on disk whatever machine wrote them (writeFileRaw), so no swap. */
@@ -337,31 +301,4 @@ class TorchLegacySource implements TensorSource {
     const readStorage = (at: number, n: number): Promise<Uint8Array> => this.file.read(storageOffset + at, n, `storage of tensor "${name}"`);
     yield* materializeChunks(readStorage, tensor, storageBytes, options.chunkBytes ?? CHUNK_BYTES, this.path);
   }
-
-  async readTensor(name: string): Promise<Uint8Array> {
-    const info = this.infos.get(name) ?? this.notFound(name);
-    const out = new Uint8Array(info.byteLength);
-    let at = 0;
-    for await (const chunk of this.readChunks(name)) {
-      out.set(chunk, at);
-      at += chunk.length;
-    }
-    return out;
-  }
-
-  close(): Promise<void> {
-    return this.file.close();
-  }
-
-  private lookup(name: string): Located {
-    return this.located.get(name) ?? this.notFound(name);
-  }
-
-  private notFound(name: string): never {
-    return fail(ErrorCode.E_TENSOR_NOT_FOUND, this.path, `has no tensor named "${name}" (expected one of its ${this.tensors.length} tensors).`);
-  }
-}
-
-function toTensorInfo(t: PickledTensor): TensorInfo {
-  return { name: t.name, dtype: t.dtype, shape: t.shape, byteLength: numelOf(t.shape) * dtypeBytes(t.dtype) };
 }

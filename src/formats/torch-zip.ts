@@ -7,13 +7,14 @@
  * Reference: PyTorch `caffe2/serialize/inline_container.cc` (`PytorchStreamReader::init`),
  * `torch/serialization.py` (`_load`, `_is_torchscript_zip`).
  */
-import { dtypeBytes, numelOf } from '../dtypes.js';
+import { dtypeBytes } from '../dtypes.js';
 import { ErrorCode, fail } from '../errors.js';
 import type { FileSource } from '../io/file-source.js';
 import { CHUNK_BYTES, MAX_PICKLE_BYTES, MAX_SMALL_RECORD_BYTES, MAX_TENSORS } from '../limits.js';
 import { byteSwapInPlace, materializeChunks, validateTensorGeometry } from './materialize.js';
 import { readTorchPickle } from './pickle.js';
-import type { ReadChunksOptions, SafetyReport, TensorInfo, TensorSource } from './tensor-source.js';
+import { PickledTensorSource } from './pickled-source.js';
+import type { ReadChunksOptions, TensorSource } from './tensor-source.js';
 import type { PickledTensor, TorchPickleResult } from './torch-types.js';
 import { openEntryReader, readSmallEntry, readZipDirectory, ZIP_METHOD_DEFLATE, type ZipDirectory, type ZipEntry } from './zip.js';
 
@@ -164,37 +165,11 @@ function storageEntry(file: FileSource, directory: ZipDirectory, prefix: string,
   return entry;
 }
 
-class TorchZipSource implements TensorSource {
+class TorchZipSource extends PickledTensorSource<Located> {
   readonly format = 'torch-zip' as const;
-  readonly path: string;
-  readonly fileSize: number;
-  readonly tensors: readonly TensorInfo[];
-  readonly metadata: Readonly<Record<string, string>> = {};
-  readonly extras: Readonly<Record<string, unknown>>;
-  readonly wrapperPath: readonly string[];
-  readonly container: Readonly<Record<string, unknown>>;
-  readonly safety: SafetyReport;
-  private readonly infos: Map<string, TensorInfo>;
 
-  constructor(
-    private readonly file: FileSource,
-    private readonly located: Map<string, Located>,
-    result: TorchPickleResult,
-    private readonly zip: TorchZipContainer,
-  ) {
-    this.path = file.path;
-    this.fileSize = file.size;
-    this.tensors = [...located.values()].map(({ tensor }) => toTensorInfo(tensor));
-    this.infos = new Map(this.tensors.map((t) => [t.name, t]));
-    this.extras = result.extras;
-    this.wrapperPath = result.wrapperPath;
-    this.container = { ...zip };
-    const globals = [...result.globals];
-    this.safety = { hasPickle: true, globals, dangerous: globals.some((g) => g.safety === 'dangerous') };
-  }
-
-  get(name: string): TensorInfo | undefined {
-    return this.infos.get(name);
+  constructor(file: FileSource, located: Map<string, Located>, result: TorchPickleResult, private readonly zip: TorchZipContainer) {
+    super(file, located, result, zip, result.globals);
   }
 
   async *readChunks(name: string, options: ReadChunksOptions = {}): AsyncIterable<Uint8Array> {
@@ -207,37 +182,4 @@ class TorchZipSource implements TensorSource {
       yield chunk;
     }
   }
-
-  async readTensor(name: string): Promise<Uint8Array> {
-    const info = this.lookupInfo(name);
-    const out = new Uint8Array(info.byteLength);
-    let at = 0;
-    for await (const chunk of this.readChunks(name)) {
-      out.set(chunk, at);
-      at += chunk.length;
-    }
-    return out;
-  }
-
-  close(): Promise<void> {
-    return this.file.close();
-  }
-
-  private lookup(name: string): Located {
-    const found = this.located.get(name);
-    if (found === undefined) this.notFound(name);
-    return found;
-  }
-
-  private lookupInfo(name: string): TensorInfo {
-    return this.infos.get(name) ?? this.notFound(name);
-  }
-
-  private notFound(name: string): never {
-    return fail(ErrorCode.E_TENSOR_NOT_FOUND, this.path, `has no tensor named "${name}" (expected one of its ${this.tensors.length} tensors).`);
-  }
-}
-
-function toTensorInfo(t: PickledTensor): TensorInfo {
-  return { name: t.name, dtype: t.dtype, shape: t.shape, byteLength: numelOf(t.shape) * dtypeBytes(t.dtype) };
 }
