@@ -118,7 +118,6 @@ const STORAGE_DTYPES: ReadonlyMap<string, DType> = new Map<string, DType>([
   ['torch.storage.UntypedStorage', 'U8'], ['torch.UntypedStorage', 'U8'],
 ]);
 
-const UNTYPED_STORAGES = new Set(['torch.storage.UntypedStorage', 'torch.UntypedStorage']);
 
 /** torch dtype globals (`torch float16`) this reader can copy. */
 const TORCH_DTYPES: ReadonlyMap<string, DType> = new Map<string, DType>([
