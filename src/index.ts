@@ -1,9 +1,9 @@
 /**
  * Public library API of ckpt2diffusers: re-exports only.
  *
- * Importing this module loads no native code and no ONNX runtime. ONNX export and verification
- * (`exportOnnx`, `verify`) will be exported from here too, each loading onnxruntime lazily inside
- * the function, so that `import { convert } from 'ckpt2diffusers'` stays light.
+ * Importing this module loads no native code and no ONNX runtime: `exportOnnx` builds graphs in
+ * plain TypeScript, and `verify` loads onnxruntime lazily inside the function, so that
+ * `import { convert } from 'ckpt2diffusers'` stays light.
  */
 export * from './errors.js';
 export * from './dtypes.js';
@@ -12,8 +12,8 @@ export type * from './formats/tensor-source.js';
 export type * from './progress.js';
 
 // Conversion
-export { convert, CONVERT_DEFAULTS } from './convert.js';
-export type { ConvertOptions, ConvertResult, ConvertedComponent, OutputDType } from './convert.js';
+export { convert, planFolder, CONVERT_DEFAULTS } from './convert.js';
+export type { ConvertOptions, ConvertResult, ConvertedComponent, OutputDType, FolderPlan, CheckpointView } from './convert.js';
 
 // Batch
 export {
@@ -41,7 +41,7 @@ export type {
 } from './batch.js';
 
 // Reading and checking checkpoints
-export { inspectFile } from './inspect.js';
+export { inspectFile, inspectPath } from './inspect.js';
 export type { FileInspection, InspectOptions, PrefixCount } from './inspect.js';
 export { scanFile } from './scan.js';
 export type { ScanResult, ScannedPickle } from './scan.js';
@@ -96,5 +96,8 @@ export type {
   Provider,
 } from './verify/index.js';
 
-// ONNX export: not exported here yet. When they land, export them here as
-// `export { exportOnnx } from './onnx/export.js'` with onnxruntime imported dynamically inside.
+// ONNX export (plain TypeScript graph building; no onnxruntime import) and the reverse direction.
+export { exportOnnx } from './onnx-entry.js';
+export type { ExportOnnxOptions, ExportOnnxResult, ExportedComponent, OnnxLayout, OnnxDType } from './onnx/export.js';
+export { toSingleFile } from './reverse/to-single-file.js';
+export type { ToSingleFileOptions, ToSingleFileResult } from './reverse/to-single-file.js';
