@@ -7,13 +7,15 @@
  *               txt2img)
  *   engine      src/generate's pipeline (tokenizer, torch-exact noise, schedulers) with the ONNX
  *               sessions of onnx-models.ts as its networks: txt2img, img2img with --image,
- *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img (sdxl.ts)
+ *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img and img2img (sdxl.ts)
  *   supported   SD 1.x / 2.x UNets (in_channels = the VAE's latent_channels: txt2img, img2img,
  *               and inpainting by latent blending with --mask; in_channels = 2 x latent + 1:
  *               inpainting UNets, which need --image and --mask), SDXL base txt2img
- *               (StableDiffusionXLPipeline: two text encoders, text_embeds / time_ids).
- *               Refused with E_GENERATE_UNSUPPORTED: SDXL img2img / refiner / inpainting, depth /
- *               pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
+ *               (StableDiffusionXLPipeline: two text encoders, text_embeds / time_ids), SDXL
+ *               img2img with --image (StableDiffusionXLImg2ImgPipeline, or a base folder), the
+ *               refiner included (text_encoder_2 alone, aesthetic-score time ids; --image required).
+ *               Refused with E_GENERATE_UNSUPPORTED: SDXL inpainting (--mask, 9-channel UNets),
+ *               depth / pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
  *               E_GENERATE_INCONSISTENT (before any export): components that cannot run together
  *               (text encoder widths vs the UNet's cross_attention_dim; token ids beyond a text
  *               encoder's vocabulary).
@@ -28,7 +30,7 @@ import { join, resolve } from 'node:path';
 import { ErrorCode, fail } from '../errors.js';
 import { concatChannels, generateInpaint, preprocessMask } from '../generate/inpaint.js';
 import { generate, type GenerateResult, type PipelineModels, type RgbImage, type StepEvent } from '../generate/pipeline.js';
-import { generateSdxl, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
+import { generateSdxl, generateSdxlImg2Img, sdxlImg2ImgTimeIds, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
 import { imageToRgb8, readPng, writePng } from '../generate/png.js';
 import { createScheduler } from '../generate/schedulers/index.js';
 import type { PredictionType, SchedulerConfigJson } from '../generate/schedulers/common.js';
@@ -139,6 +141,10 @@ export interface FolderInfo {
   readonly unetInChannels: number;
   /** SDXL folders: what the SDXL conditioning needs. */
   readonly xl?: {
+    /** false for the refiner layout (tokenizer / text_encoder null in model_index.json). */
+    readonly hasTextEncoder: boolean;
+    /** model_index.json `requires_aesthetics_score` (img2img time ids; the refiner's true). */
+    readonly requiresAestheticsScore: boolean;
     readonly tokenizer2Dir: string;
     readonly forceZerosForEmptyPrompt: boolean;
     readonly additionTimeEmbedDim?: number;
@@ -165,7 +171,7 @@ const SUPPORTED_CLASSES = new Set([
   'ORTStableDiffusionImg2ImgPipeline',
   'ORTStableDiffusionInpaintPipeline',
 ]);
-const SDXL_CLASSES = new Set(['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline']);
+const SDXL_CLASSES = new Set(['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline', 'StableDiffusionXLImg2ImgPipeline', 'ORTStableDiffusionXLImg2ImgPipeline']);
 
 function inconsistent(folder: string, what: string, hint?: string): never {
   return fail(ErrorCode.E_GENERATE_INCONSISTENT, folder, what, hint ? { hint } : {});
@@ -206,10 +212,10 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const isXL = pipelineClass.includes('XL') || hasComponent('text_encoder_2');
   if (isXL) {
     if (!SDXL_CLASSES.has(pipelineClass)) {
-      unsupported(folder, `${pipelineClass || 'this pipeline'}: of the SDXL pipelines, test generation runs StableDiffusionXLPipeline (txt2img) only (img2img, the refiner and SDXL inpainting are not implemented).`, 'Use `verify --source` for the weights check.');
+      unsupported(folder, `${pipelineClass || 'this pipeline'}: of the SDXL pipelines, test generation runs StableDiffusionXLPipeline and StableDiffusionXLImg2ImgPipeline (the refiner included) only (SDXL inpainting is not implemented).`, 'Use `verify --source` for the weights check.');
     }
-    if (!hasComponent('text_encoder') || !hasComponent('text_encoder_2')) {
-      unsupported(folder, 'an SDXL pipeline without both text encoders (a refiner layout): test generation runs the SDXL base layout only.');
+    if (!hasComponent('text_encoder_2')) {
+      unsupported(folder, 'an SDXL pipeline without text_encoder_2: test generation runs the SDXL base layout (both text encoders) and the refiner layout (text_encoder_2 alone) only.');
     }
   } else if (!SUPPORTED_CLASSES.has(pipelineClass)) {
     unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline and StableDiffusionXLPipeline folders only.`);
@@ -235,16 +241,18 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   }
   const blocks = Array.isArray(vae.block_out_channels) ? vae.block_out_channels.length : 4;
   const cross = Array.isArray(unet.cross_attention_dim) ? Number(unet.cross_attention_dim[0]) : Number(unet.cross_attention_dim ?? 768);
-  const te1 = await optionalJson(join(folder, 'text_encoder', 'config.json'));
+  const hasTe1 = !isXL || hasComponent('text_encoder');
+  const te1 = hasTe1 ? await optionalJson(join(folder, 'text_encoder', 'config.json')) : {};
   const te2 = isXL ? await optionalJson(join(folder, 'text_encoder_2', 'config.json')) : {};
   // The text encoder widths must add up to the UNet's cross-attention context width.
-  const widths = (isXL ? [te1, te2] : [te1]).map((c) => (typeof c.hidden_size === 'number' ? c.hidden_size : undefined));
+  const widths = (isXL ? (hasTe1 ? [te1, te2] : [te2]) : [te1]).map((c) => (typeof c.hidden_size === 'number' ? c.hidden_size : undefined));
   if (widths.every((w) => w !== undefined) && unet.cross_attention_dim !== undefined) {
     const sum = (widths as number[]).reduce((a, b) => a + b, 0);
     if (sum !== cross) {
+      const many = widths.length > 1;
       inconsistent(
         folder,
-        `the text encoder${isXL ? 's give' : ' gives'} ${widths.join(' + ')}${isXL ? ` = ${sum}` : ''} features per token but the UNet's cross_attention_dim is ${cross}: the UNet cannot be called with these prompt embeddings (Diffusers fails the same way).`,
+        `the text encoder${many ? 's give' : ' gives'} ${widths.join(' + ')}${many ? ` = ${sum}` : ''} features per token but the UNet's cross_attention_dim is ${cross}: the UNet cannot be called with these prompt embeddings (Diffusers fails the same way).`,
         'The folder mixes components of different models; a generation cannot run. `verify --source` still checks the weights.',
       );
     }
@@ -260,6 +268,8 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
     unetInChannels: inChannels,
     xl: isXL
       ? {
+          hasTextEncoder: hasTe1,
+          requiresAestheticsScore: index.requires_aesthetics_score === true,
           tokenizer2Dir: join(folder, 'tokenizer_2'),
           forceZerosForEmptyPrompt: index.force_zeros_for_empty_prompt === undefined ? true : Boolean(index.force_zeros_for_empty_prompt),
           additionTimeEmbedDim: typeof unet.addition_time_embed_dim === 'number' ? unet.addition_time_embed_dim : undefined,
@@ -268,7 +278,7 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
           latentsStd: Array.isArray(vae.latents_std) ? (vae.latents_std as number[]) : null,
         }
       : undefined,
-    vocabSizes: { text_encoder: vocab(te1), text_encoder_2: isXL ? vocab(te2) : undefined },
+    vocabSizes: { text_encoder: hasTe1 ? vocab(te1) : undefined, text_encoder_2: isXL ? vocab(te2) : undefined },
     vaeScaleFactor: 2 ** (blocks - 1),
     scalingFactor: Number(vae.scaling_factor ?? 0.18215),
     crossAttentionDim: cross,
@@ -331,14 +341,18 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   if (inpaintUnet && o.mask === undefined) {
     fail(ErrorCode.E_USAGE, folder, `has an inpainting UNet (${info.unetInChannels} input channels): give the image (--image) and the mask (--mask).`);
   }
-  if (info.xl && (o.initImage !== undefined || o.mask !== undefined)) {
-    unsupported(folder, 'SDXL img2img and inpainting (--image, --mask) are not supported by test generation: SDXL txt2img only.');
+  if (info.xl && o.mask !== undefined) {
+    unsupported(folder, 'SDXL inpainting (--mask) is not supported by test generation: SDXL txt2img and img2img only.');
   }
-  const tokenizer = await ClipTokenizer.fromFolder(info.tokenizerDir);
+  const refiner = info.xl !== undefined && (!info.xl.hasTextEncoder || info.xl.requiresAestheticsScore);
+  if (refiner && o.initImage === undefined) {
+    fail(ErrorCode.E_USAGE, folder, `is an SDXL refiner (${info.xl?.hasTextEncoder ? 'requires_aesthetics_score' : 'text_encoder_2 alone'}): it runs img2img only; give the init image (--image).`);
+  }
+  const tokenizer = info.xl && !info.xl.hasTextEncoder ? undefined : await ClipTokenizer.fromFolder(info.tokenizerDir);
   const tokenizer2 = info.xl ? await ClipTokenizer.fromFolder(info.xl.tokenizer2Dir) : undefined;
   if (!o.models) {
     const texts = [o.prompt, o.negativePrompt ?? ''];
-    checkVocabulary(folder, 'text_encoder', tokenizer, info.vocabSizes.text_encoder, texts);
+    if (tokenizer) checkVocabulary(folder, 'text_encoder', tokenizer, info.vocabSizes.text_encoder, texts);
     if (tokenizer2) checkVocabulary(folder, 'text_encoder_2', tokenizer2, info.vocabSizes.text_encoder_2, texts);
   }
   const scheduler = createScheduler(info.schedulerConfig, o.scheduler);
@@ -362,7 +376,11 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     for (const w of onnx.warnings) progress({ type: 'warning', message: w });
     progress({ type: 'phase', phase: 'load', detail: `onnxruntime (${o.provider ?? 'cpu'})` });
     const { openOnnxModels } = await import('./onnx-models.js');
-    const components = init ? undefined : info.xl ? (['text_encoder', 'text_encoder_2', 'unet', 'vae_decoder'] as const) : (['text_encoder', 'unet', 'vae_decoder'] as const);
+    type Part = 'text_encoder' | 'text_encoder_2' | 'unet' | 'vae_decoder' | 'vae_encoder';
+    const components: Part[] = [...(tokenizer ? (['text_encoder'] as const) : []), ...(info.xl ? (['text_encoder_2'] as const) : []), 'unet', 'vae_decoder', ...(init ? (['vae_encoder'] as const) : [])];
+    if (info.xl && init && o.onnxDtype === 'fp16') {
+      progress({ type: 'warning', message: 'SDXL img2img from an fp16 export: its VAE encoder runs in float16, where Diffusers upcasts the SDXL VAE to float32 (force_upcast); use the fp32 export to match.' });
+    }
     const opened = await openOnnxModels(onnx.dir, { provider: o.provider, components });
     models = opened;
     release = () => opened.release();
@@ -391,16 +409,20 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     let result: GenerateResult;
     if (info.xl) {
       const encodeTextXL = net.encodeTextXL ?? fail(ErrorCode.E_PIPELINE, undefined, 'an SDXL generation needs models with encodeTextXL (the two text encoders).');
-      result = await generateSdxl({
+      const xl = {
         ...common,
-        tokenizers: [tokenizer, tokenizer2 as ClipTokenizer],
-        models: { unet: net.unet, vaeDecode: net.vaeDecode, encodeTextXL },
+        models: { unet: net.unet, vaeDecode: net.vaeDecode, vaeEncode: net.vaeEncode, encodeTextXL },
         forceZerosForEmptyPrompt: info.xl.forceZerosForEmptyPrompt,
         additionTimeEmbedDim: info.xl.additionTimeEmbedDim,
         expectedAddEmbedDim: info.xl.expectedAddEmbedDim,
         latentsMean: info.xl.latentsMean,
         latentsStd: info.xl.latentsStd,
-      });
+      };
+      if (init) {
+        result = await generateSdxlImg2Img({ ...xl, tokenizers: [tokenizer ?? null, tokenizer2 as ClipTokenizer], image: init, strength, requiresAestheticsScore: info.xl.requiresAestheticsScore });
+      } else {
+        result = await generateSdxl({ ...xl, tokenizers: [tokenizer as ClipTokenizer, tokenizer2 as ClipTokenizer] });
+      }
     } else if (mask && init) {
       result = await generateInpaint({ ...common, tokenizer, models: net, image: init, mask, unetInChannels: info.unetInChannels, strength });
     } else {
@@ -416,7 +438,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     let probe: ProbeResult | undefined;
     if (o.probe ?? true) {
       progress({ type: 'phase', phase: 'probe', detail: 'prediction type' });
-      probe = await runPredictionProbe(probeUnet(models, info, width, height), { latentChannels: info.latentChannels, crossAttentionDim: info.crossAttentionDim });
+      probe = await runPredictionProbe(probeUnet(models, info, width, height, init !== undefined), { latentChannels: info.latentChannels, crossAttentionDim: info.crossAttentionDim });
       checks.push(predictionCheck(probe, scheduler.predictionType));
     }
     let saved: string | undefined;
@@ -477,9 +499,10 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
 /**
  * The UNet as the prediction probe calls it (sample, t, constant context): an inpainting UNet gets
  * an all-ones mask and zero masked-image latents appended; an SDXL UNet gets zero text_embeds and
- * the default time_ids of the probe's size.
+ * the default time_ids of the probe's size (img2img with requires_aesthetics_score: the 5 ids
+ * ending in the aesthetic score).
  */
-function probeUnet(models: PipelineModels, info: FolderInfo, width: number, height: number): PipelineModels['unet'] {
+function probeUnet(models: PipelineModels, info: FolderInfo, width: number, height: number, img2img = false): PipelineModels['unet'] {
   const unet = models.unet.bind(models);
   return async (sample, t, ehs) => {
     let s = sample;
@@ -490,12 +513,13 @@ function probeUnet(models: PipelineModels, info: FolderInfo, width: number, heig
       s = concatChannels([sample, ones, zeros]);
     }
     if (!info.xl) return unet(s, t, ehs);
-    const proj = info.xl.expectedAddEmbedDim !== undefined && info.xl.additionTimeEmbedDim !== undefined ? info.xl.expectedAddEmbedDim - 6 * info.xl.additionTimeEmbedDim : 1280;
     const ph = h * info.vaeScaleFactor;
     const pw = w * info.vaeScaleFactor;
-    const ids = sdxlTimeIds(ph || height, pw || width);
-    const timeIds = new Float32Array(b * 6);
-    for (let i = 0; i < b; i++) timeIds.set(ids, i * 6);
-    return unet(s, t, ehs, { text_embeds: { data: new Float32Array(b * proj), shape: [b, proj] }, time_ids: { data: timeIds, shape: [b, 6] } });
+    const ids = img2img ? sdxlImg2ImgTimeIds(ph || height, pw || width, { requiresAestheticsScore: info.xl.requiresAestheticsScore }).cond : sdxlTimeIds(ph || height, pw || width);
+    const n = ids.length;
+    const proj = info.xl.expectedAddEmbedDim !== undefined && info.xl.additionTimeEmbedDim !== undefined ? info.xl.expectedAddEmbedDim - n * info.xl.additionTimeEmbedDim : 1280;
+    const timeIds = new Float32Array(b * n);
+    for (let i = 0; i < b; i++) timeIds.set(ids, i * n);
+    return unet(s, t, ehs, { text_embeds: { data: new Float32Array(b * proj), shape: [b, proj] }, time_ids: { data: timeIds, shape: [b, n] } });
   };
 }

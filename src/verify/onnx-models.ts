@@ -3,13 +3,15 @@
  * folder as exportOnnx writes it (either layout), or as optimum-cli writes it:
  *
  *   text_encoder/model.onnx   input_ids (int64 or int32, as the session declares) → last_hidden_state
- *                             (SDXL: also hidden_states.0..N, the penultimate one read by encodeTextXL)
+ *                             (SDXL: also hidden_states.0..N, the penultimate one read by encodeTextXL;
+ *                             absent from the SDXL refiner layout, which has text_encoder_2 alone)
  *   text_encoder_2/model.onnx SDXL only: input_ids → text_embeds, hidden_states.0..N
  *   unet/model.onnx           sample, timestep, encoder_hidden_states → out_sample; the timestep is
  *                             sent with the element type and rank the session declares (0-d
  *                             scalar, [1], or [batch] when its one dim is the sample's batch dim)
  *   vae_decoder/model.onnx    latent_sample → sample
- *   vae_encoder/model.onnx    sample → latent_parameters (moments) — optional (img2img only)
+ *   vae_encoder/model.onnx    sample → latent_parameters (moments) — optional (img2img only; SDXL:
+ *                             float32 from the default fp32 export, as force_upcast asks)
  *
  * float16 graphs get float16 inputs and give float16 outputs; both are converted here, so the
  * pipeline always sees float32. Loaded through src/onnx/runtime.ts, the only onnxruntime importer.
@@ -150,7 +152,8 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
   let dec: Component | undefined;
   let enc: Component | undefined;
   try {
-    te = await open('text_encoder', true);
+    // The SDXL refiner layout has text_encoder_2 alone.
+    te = await open('text_encoder', !existsSync(join(onnxDir, 'text_encoder_2', 'model.onnx')));
     if (te) loaded.push(te);
     te2 = await open('text_encoder_2', false);
     if (te2) loaded.push(te2);
