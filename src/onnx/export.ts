@@ -82,8 +82,17 @@ export interface UnetGraphOptions {
   readonly layout: OnnxLayout;
   /** True for SDXL pipelines (text_embeds / time_ids inputs). */
   readonly isXL: boolean;
+  /** Width of the pooled `text_embeds` input (text_encoder_2's projection_dim; 1280 for SDXL). */
+  readonly textEmbedsDim?: number;
 }
 export type BuildUnetGraph = (config: Record<string, unknown>, weights: WeightSource, options: UnetGraphOptions) => Graph | Promise<Graph>;
+
+/** text_encoder_2's projection width: the size of SDXL's pooled text_embeds. */
+async function projectionDim(dir: string): Promise<number | undefined> {
+  const text = await readFile(join(dir, 'text_encoder_2', 'config.json'), 'utf8').catch(() => undefined);
+  const value = text === undefined ? undefined : (JSON.parse(text) as { projection_dim?: unknown }).projection_dim;
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+}
 
 /** Folders copied as they are. */
 const COPIED = ['scheduler', 'tokenizer', 'tokenizer_2', 'feature_extractor'];
@@ -229,7 +238,8 @@ export async function exportOnnx(diffusersDir: string, outDir: string, options: 
         warn('unet: skipped, the UNet ONNX graph builder (src/onnx/unet.ts) is not available in this build.');
       } else {
         await withWeights('unet', async (w, config) => {
-          const graph = await buildUnet(config, w, { floatType, layout, isXL: src.isXL });
+          const textEmbedsDim = src.isXL ? await projectionDim(src.dir) : undefined;
+          const graph = await buildUnet(config, w, { floatType, layout, isXL: src.isXL, textEmbedsDim });
           await write('unet', graph, layout === 'diffusers');
         });
         await copyConfig('unet', 'unet');

@@ -107,7 +107,8 @@ export async function ensureOnnxFolder(folder: string, options: OnnxCacheOptions
   const dir = await onnxCacheDir(folder, options);
   const record = { version: RECORD_VERSION, source: resolve(folder), layout: 'optimum', dtype, files: await stamps(folder) };
   const recordText = JSON.stringify(record, null, 1) + '\n';
-  const needed = existsSync(join(folder, 'text_encoder_2')) ? [...COMPONENTS, 'text_encoder_2'] : COMPONENTS;
+  // Only what the source has: an SDXL refiner has text_encoder_2 and no text_encoder.
+  const needed = [...COMPONENTS, 'text_encoder_2'].filter((c) => !c.startsWith('text_encoder') || existsSync(join(folder, c)));
   if (!options.force && needed.every((c) => existsSync(join(dir, c, 'model.onnx')) || c === 'vae_encoder')) {
     const previous = await readFile(join(dir, RECORD), 'utf8').catch(() => undefined);
     if (previous === recordText) return { dir, origin: 'cache', exportMs: 0, warnings: [] };

@@ -188,7 +188,7 @@ interface GenerateArgs extends GenerationArgs {
 
 export const generateCommand: CommandModule<GenerateArgs> = {
   command: 'generate <folder>',
-  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img)',
+  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img and img2img, the SDXL refiner)',
   builder: (y: Argv) =>
     generationOptions(y.positional('folder', { type: 'string', describe: 'Diffusers folder (or ONNX pipeline folder)', demandOption: true }), true)
       .option('json', { type: 'boolean', default: false, describe: 'print the report (timings per step and stage, checks) as JSON on stdout' })
