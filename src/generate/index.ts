@@ -17,7 +17,7 @@ export type { Scheduler, SchedulerClassName, SchedulerConfigJson, StepContext, P
 export type { NoiseSource } from './schedulers/common.js';
 export { encodePng, decodePng, imageToRgb8, writePng, readPng } from './png.js';
 export type { Tensor } from './tensor.js';
-export { generateSdxl, generateSdxlImg2Img, sdxlConditioning, sdxlTimeIds, sdxlImg2ImgTimeIds } from './sdxl.js';
-export type { SdxlModels, SdxlGenerateOptions, SdxlImg2ImgOptions, SdxlConditioningOptions, SdxlTextEncoderOutput } from './sdxl.js';
+export { generateSdxl, generateSdxlImg2Img, generateSdxlInpaint, SDXL_INPAINT_DEFAULT_STRENGTH, sdxlConditioning, sdxlTimeIds, sdxlImg2ImgTimeIds } from './sdxl.js';
+export type { SdxlModels, SdxlGenerateOptions, SdxlImg2ImgOptions, SdxlInpaintOptions, SdxlConditioningOptions, SdxlTextEncoderOutput } from './sdxl.js';
 export { generateInpaint, preprocessMask, blendLatents } from './inpaint.js';
 export type { InpaintOptions } from './inpaint.js';

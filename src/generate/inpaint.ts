@@ -27,6 +27,10 @@
  * timestep the latents are at after the step; the same noise as step 2), and image_latents
  * unnoised after the last step. The masked-image latents are still computed (and their draw
  * taken) as Diffusers does, though unused.
+ *
+ * `inpaintPrepare` is shared with SDXL inpainting (sdxl.ts, StableDiffusionXLInpaintPipeline),
+ * whose latent preparation is the same; only its conditioning, default strength (0.9999) and
+ * decoder input differ.
  */
 import { ErrorCode, fail } from '../errors.js';
 import { generate, preprocessImage, sampleLatents, type GenerateOptions, type GenerateResult, type PrepareContext, type PreparedLatents, type RgbImage } from './pipeline.js';

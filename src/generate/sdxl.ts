@@ -35,9 +35,21 @@
  *   - add_time_ids: with `requires_aesthetics_score` [original_h, original_w, crop_top, crop_left,
  *     aesthetic_score (6.0)] and the negative row with negative_aesthetic_score (2.5); without it
  *     the txt2img row [original_h, original_w, crop_top, crop_left, target_h, target_w] for both.
+ *
+ * Inpainting (StableDiffusionXLInpaintPipeline, `denoising_start` unset, no `padding_mask_crop`):
+ * the img2img conditioning above (both layouts, the same time ids) composed with inpaint.ts's
+ * latent preparation: 9-channel UNets get cat([latents, mask, masked_image_latents], dim=1),
+ * 4-channel UNets blend the latents with the noised image latents after every step. The image and
+ * masked-image latents are the VAE posterior sample x scaling_factor (the SDXL pipeline's
+ * `_encode_vae_image` applies no latents_mean / latents_std; the decoder input does, as for
+ * txt2img), encoded in float32 (force_upcast). Strength defaults to 0.9999, Diffusers' default for
+ * this pipeline: not 1, so the latents start from `add_noise(image_latents, noise, first timestep)`
+ * (the image latents are always encoded) and the schedule keeps `int(steps * 0.9999)` timesteps,
+ * one fewer than `steps` for steps < 10000.
  */
 import { ErrorCode, fail } from '../errors.js';
 import { generate, preprocessImage, sampleLatents, type GenerateOptions, type GenerateResult, type PipelineModels, type PrepareContext, type PreparedLatents, type PromptConditioning, type RgbImage } from './pipeline.js';
+import { inpaintPrepare } from './inpaint.js';
 import { concat0, expectShape, f32, type Tensor } from './tensor.js';
 import type { ClipTokenizer } from './tokenizer.js';
 
@@ -432,6 +444,65 @@ export async function generateSdxlImg2Img(o: SdxlImg2ImgOptions): Promise<Genera
     models: sharedModels(o.models),
     conditioning,
     prepare: sdxlImg2ImgPrepare({ image: o.image, latentsMean: o.latentsMean, latentsStd: o.latentsStd }),
+    vaeInput: sdxlVaeInput(scaling, o.latentsMean, o.latentsStd),
+  });
+}
+
+export interface SdxlInpaintOptions extends Omit<SdxlImg2ImgOptions, 'strength'> {
+  /** The mask (the image's size): white is repainted. */
+  readonly mask: RgbImage;
+  /** The UNet's in_channels: 2 x latent channels + 1 (an SDXL inpainting UNet) or the latent channels (blending). */
+  readonly unetInChannels: number;
+  /** Default 0.9999 (Diffusers' default for SDXL inpainting). */
+  readonly strength?: number;
+}
+
+/** Diffusers' default strength of StableDiffusionXLInpaintPipeline. */
+export const SDXL_INPAINT_DEFAULT_STRENGTH = 0.9999;
+
+/**
+ * Runs one SDXL inpainting generation (StableDiffusionXLInpaintPipeline): the img2img conditioning
+ * (time ids with aesthetic scores when `requiresAestheticsScore`) and inpaint.ts's preparation.
+ */
+export async function generateSdxlInpaint(o: SdxlInpaintOptions): Promise<GenerateResult> {
+  const height = o.height ?? o.image.height;
+  const width = o.width ?? o.image.width;
+  const guidance = (o.guidanceScale ?? 5) > 1;
+  const strength = o.strength ?? SDXL_INPAINT_DEFAULT_STRENGTH;
+  if (!(strength > 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in (0, 1].`);
+  const conditioning = await sdxlConditioning({
+    prompt: o.prompt,
+    prompt2: o.prompt2,
+    negativePrompt: o.negativePrompt,
+    negativePrompt2: o.negativePrompt2,
+    tokenizers: o.tokenizers,
+    models: o.models,
+    guidance,
+    forceZerosForEmptyPrompt: o.forceZerosForEmptyPrompt,
+    height,
+    width,
+    originalSize: o.originalSize,
+    cropsCoordsTopLeft: o.cropsCoordsTopLeft,
+    targetSize: o.targetSize,
+    requiresAestheticsScore: o.requiresAestheticsScore,
+    aestheticScore: o.aestheticScore,
+    negativeAestheticScore: o.negativeAestheticScore,
+    expectedAddEmbedDim: o.expectedAddEmbedDim,
+    additionTimeEmbedDim: o.additionTimeEmbedDim,
+    trace: o.trace,
+    img2img: true,
+  });
+  const scaling = f32(o.scalingFactor ?? 0.13025);
+  return generate({
+    ...o,
+    guidanceScale: o.guidanceScale ?? 5,
+    height,
+    width,
+    strength,
+    scalingFactor: scaling,
+    models: sharedModels(o.models),
+    conditioning,
+    prepare: inpaintPrepare({ image: o.image, mask: o.mask, unetInChannels: o.unetInChannels, strength }),
     vaeInput: sdxlVaeInput(scaling, o.latentsMean, o.latentsStd),
   });
 }

@@ -7,15 +7,18 @@
  *               txt2img)
  *   engine      src/generate's pipeline (tokenizer, torch-exact noise, schedulers) with the ONNX
  *               sessions of onnx-models.ts as its networks: txt2img, img2img with --image,
- *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img and img2img (sdxl.ts)
+ *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img, img2img and
+ *               inpainting (sdxl.ts)
  *   supported   SD 1.x / 2.x UNets (in_channels = the VAE's latent_channels: txt2img, img2img,
  *               and inpainting by latent blending with --mask; in_channels = 2 x latent + 1:
  *               inpainting UNets, which need --image and --mask), SDXL base txt2img
  *               (StableDiffusionXLPipeline: two text encoders, text_embeds / time_ids), SDXL
  *               img2img with --image (StableDiffusionXLImg2ImgPipeline, or a base folder), the
- *               refiner included (text_encoder_2 alone, aesthetic-score time ids; --image required).
- *               Refused with E_GENERATE_UNSUPPORTED: SDXL inpainting (--mask, 9-channel UNets),
- *               depth / pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
+ *               refiner included (text_encoder_2 alone, aesthetic-score time ids; --image required),
+ *               SDXL inpainting with --image and --mask (StableDiffusionXLInpaintPipeline: 9-channel
+ *               SDXL inpainting UNets, or latent blending with a 4-channel SDXL UNet; strength
+ *               default 0.9999 as in Diffusers). Refused with E_GENERATE_UNSUPPORTED: depth /
+ *               pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
  *               E_GENERATE_INCONSISTENT (before any export): components that cannot run together
  *               (text encoder widths vs the UNet's cross_attention_dim; token ids beyond a text
  *               encoder's vocabulary).
@@ -30,7 +33,7 @@ import { join, resolve } from 'node:path';
 import { ErrorCode, fail } from '../errors.js';
 import { concatChannels, generateInpaint, preprocessMask } from '../generate/inpaint.js';
 import { generate, type GenerateResult, type PipelineModels, type RgbImage, type StepEvent } from '../generate/pipeline.js';
-import { generateSdxl, generateSdxlImg2Img, sdxlImg2ImgTimeIds, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
+import { generateSdxl, generateSdxlImg2Img, generateSdxlInpaint, SDXL_INPAINT_DEFAULT_STRENGTH, sdxlImg2ImgTimeIds, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
 import { imageToRgb8, readPng, writePng } from '../generate/png.js';
 import { createScheduler } from '../generate/schedulers/index.js';
 import type { PredictionType, SchedulerConfigJson } from '../generate/schedulers/common.js';
@@ -58,7 +61,7 @@ export interface GenerationOptions {
   readonly scheduler?: string;
   /** img2img: a PNG path or an RGB image. */
   readonly initImage?: string | RgbImage;
-  /** img2img strength, default 0.6; inpainting strength, default 1. */
+  /** img2img strength, default 0.6; inpainting strength, default 1 (SDXL inpainting: 0.9999, as in Diffusers). */
   readonly strength?: number;
   /** Inpainting mask (PNG path or RGB image, the init image's size; white is repainted); needs initImage. */
   readonly mask?: string | RgbImage;
@@ -171,7 +174,14 @@ const SUPPORTED_CLASSES = new Set([
   'ORTStableDiffusionImg2ImgPipeline',
   'ORTStableDiffusionInpaintPipeline',
 ]);
-const SDXL_CLASSES = new Set(['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline', 'StableDiffusionXLImg2ImgPipeline', 'ORTStableDiffusionXLImg2ImgPipeline']);
+const SDXL_CLASSES = new Set([
+  'StableDiffusionXLPipeline',
+  'ORTStableDiffusionXLPipeline',
+  'StableDiffusionXLImg2ImgPipeline',
+  'ORTStableDiffusionXLImg2ImgPipeline',
+  'StableDiffusionXLInpaintPipeline',
+  'ORTStableDiffusionXLInpaintPipeline',
+]);
 
 function inconsistent(folder: string, what: string, hint?: string): never {
   return fail(ErrorCode.E_GENERATE_INCONSISTENT, folder, what, hint ? { hint } : {});
@@ -212,13 +222,13 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const isXL = pipelineClass.includes('XL') || hasComponent('text_encoder_2');
   if (isXL) {
     if (!SDXL_CLASSES.has(pipelineClass)) {
-      unsupported(folder, `${pipelineClass || 'this pipeline'}: of the SDXL pipelines, test generation runs StableDiffusionXLPipeline and StableDiffusionXLImg2ImgPipeline (the refiner included) only (SDXL inpainting is not implemented).`, 'Use `verify --source` for the weights check.');
+      unsupported(folder, `${pipelineClass || 'this pipeline'}: of the SDXL pipelines, test generation runs StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline (the refiner included) and StableDiffusionXLInpaintPipeline only.`, 'Use `verify --source` for the weights check.');
     }
     if (!hasComponent('text_encoder_2')) {
       unsupported(folder, 'an SDXL pipeline without text_encoder_2: test generation runs the SDXL base layout (both text encoders) and the refiner layout (text_encoder_2 alone) only.');
     }
   } else if (!SUPPORTED_CLASSES.has(pipelineClass)) {
-    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline and StableDiffusionXLPipeline folders only.`);
+    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline and the SDXL pipelines (txt2img, img2img, inpainting) folders only.`);
   }
   const unet = await readJson(join(folder, 'unet', 'config.json')).catch((e: unknown) => {
     // OnnxStableDiffusionPipeline folders carry no component configs.
@@ -229,8 +239,8 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const schedulerConfig = (await readJson(join(folder, 'scheduler', 'scheduler_config.json'))) as SchedulerConfigJson;
   const latentChannels = Number(vae.latent_channels ?? 4);
   const inChannels = Number(unet.in_channels ?? latentChannels);
-  if (inChannels !== latentChannels && (isXL || inChannels !== 2 * latentChannels + 1)) {
-    unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: ${isXL ? 'an SDXL inpainting model' : 'a depth or instruct-pix2pix model'}; test generation runs text-to-image UNets and SD 1.x / 2.x inpainting UNets (${2 * latentChannels + 1} channels) only.`);
+  if (inChannels !== latentChannels && inChannels !== 2 * latentChannels + 1) {
+    unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: a depth or instruct-pix2pix model; test generation runs text-to-image UNets and inpainting UNets (${2 * latentChannels + 1} channels) only.`);
   }
   for (const key of ['class_embed_type', 'addition_embed_type', 'encoder_hid_dim_type']) {
     if (isXL && key === 'addition_embed_type' && unet[key] === 'text_time') continue;
@@ -341,12 +351,9 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   if (inpaintUnet && o.mask === undefined) {
     fail(ErrorCode.E_USAGE, folder, `has an inpainting UNet (${info.unetInChannels} input channels): give the image (--image) and the mask (--mask).`);
   }
-  if (info.xl && o.mask !== undefined) {
-    unsupported(folder, 'SDXL inpainting (--mask) is not supported by test generation: SDXL txt2img and img2img only.');
-  }
   const refiner = info.xl !== undefined && (!info.xl.hasTextEncoder || info.xl.requiresAestheticsScore);
   if (refiner && o.initImage === undefined) {
-    fail(ErrorCode.E_USAGE, folder, `is an SDXL refiner (${info.xl?.hasTextEncoder ? 'requires_aesthetics_score' : 'text_encoder_2 alone'}): it runs img2img only; give the init image (--image).`);
+    fail(ErrorCode.E_USAGE, folder, `is an SDXL refiner (${info.xl?.hasTextEncoder ? 'requires_aesthetics_score' : 'text_encoder_2 alone'}): it runs img2img (or inpainting with --mask) only; give the init image (--image).`);
   }
   const tokenizer = info.xl && !info.xl.hasTextEncoder ? undefined : await ClipTokenizer.fromFolder(info.tokenizerDir);
   const tokenizer2 = info.xl ? await ClipTokenizer.fromFolder(info.xl.tokenizer2Dir) : undefined;
@@ -364,7 +371,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   const steps = o.steps ?? 20;
   const guidance = o.guidance ?? 7.5;
   const seed = o.seed ?? 42;
-  const strength = mode === 'inpaint' ? (o.strength ?? 1) : init ? (o.strength ?? 0.6) : undefined;
+  const strength = mode === 'inpaint' ? (o.strength ?? (info.xl ? SDXL_INPAINT_DEFAULT_STRENGTH : 1)) : init ? (o.strength ?? 0.6) : undefined;
 
   let onnx: OnnxFolder | undefined;
   let models = o.models;
@@ -379,7 +386,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     type Part = 'text_encoder' | 'text_encoder_2' | 'unet' | 'vae_decoder' | 'vae_encoder';
     const components: Part[] = [...(tokenizer ? (['text_encoder'] as const) : []), ...(info.xl ? (['text_encoder_2'] as const) : []), 'unet', 'vae_decoder', ...(init ? (['vae_encoder'] as const) : [])];
     if (info.xl && init && o.onnxDtype === 'fp16') {
-      progress({ type: 'warning', message: 'SDXL img2img from an fp16 export: its VAE encoder runs in float16, where Diffusers upcasts the SDXL VAE to float32 (force_upcast); use the fp32 export to match.' });
+      progress({ type: 'warning', message: `SDXL ${mask ? 'inpainting' : 'img2img'} from an fp16 export: its VAE encoder runs in float16, where Diffusers upcasts the SDXL VAE to float32 (force_upcast); use the fp32 export to match.` });
     }
     const opened = await openOnnxModels(onnx.dir, { provider: o.provider, components });
     models = opened;
@@ -418,7 +425,9 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
         latentsMean: info.xl.latentsMean,
         latentsStd: info.xl.latentsStd,
       };
-      if (init) {
+      if (mask && init) {
+        result = await generateSdxlInpaint({ ...xl, tokenizers: [tokenizer ?? null, tokenizer2 as ClipTokenizer], image: init, mask, unetInChannels: info.unetInChannels, strength, requiresAestheticsScore: info.xl.requiresAestheticsScore });
+      } else if (init) {
         result = await generateSdxlImg2Img({ ...xl, tokenizers: [tokenizer ?? null, tokenizer2 as ClipTokenizer], image: init, strength, requiresAestheticsScore: info.xl.requiresAestheticsScore });
       } else {
         result = await generateSdxl({ ...xl, tokenizers: [tokenizer as ClipTokenizer, tokenizer2 as ClipTokenizer] });

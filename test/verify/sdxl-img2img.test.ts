@@ -141,9 +141,12 @@ describe('SDXL img2img through ONNX', () => {
     expect(r.pipelineClass).toBe('StableDiffusionXLPipeline');
   });
 
-  it('SDXL inpainting (--mask) stays refused', async () => {
+  it('the base layout with --mask: SDXL inpainting by latent blending (4-channel UNet)', async () => {
     const folder = join(tmp, 'base');
     const init = join(tmp, 'init.png');
-    await expect(runGeneration(folder, { prompt: 'x', initImage: init, mask: init, probe: false })).rejects.toMatchObject({ code: 'E_GENERATE_UNSUPPORTED' });
+    const run = await runGeneration(folder, { prompt: 'x', initImage: init, mask: init, steps: 2, probe: false });
+    expect(run.report).toMatchObject({ family: 'sdxl', mode: 'inpaint', strength: 0.9999, inpaint: { unetInChannels: 4, method: 'latent-blend' } });
+    expect(run.report.timesteps).toHaveLength(1);
+    expect(run.report.verdict).not.toBe('failed');
   });
 });

@@ -65,7 +65,7 @@ export function generationOptions(y: Argv, promptRequired: boolean): Argv {
     .option('height', { type: 'number', describe: 'image height (default: as width)', coerce: multipleOf8('height') })
     .option('scheduler', { type: 'string', describe: "scheduler (pndm, ddim, euler, euler_a or a class name; default the folder's)" })
     .option('image', { type: 'string', describe: 'init image (PNG) for img2img, or the image to inpaint with --mask' })
-    .option('strength', { type: 'number', describe: 'img2img strength (default 0.6); inpainting strength (default 1)', coerce: (v: number | undefined) => (v === undefined ? v : unitInterval(v)) })
+    .option('strength', { type: 'number', describe: 'img2img strength (default 0.6); inpainting strength (default 1, SDXL 0.9999 as Diffusers)', coerce: (v: number | undefined) => (v === undefined ? v : unitInterval(v)) })
     .option('mask', { type: 'string', describe: 'inpainting mask (PNG, the size of --image; white is repainted): an inpainting UNet, or latent blending with a text-to-image UNet' })
     .option('provider', { choices: PROVIDERS, default: 'cpu' as Provider, describe: 'onnxruntime execution provider' })
     .option('save', { type: 'string', describe: 'write the image to this PNG file' })
@@ -188,7 +188,7 @@ interface GenerateArgs extends GenerationArgs {
 
 export const generateCommand: CommandModule<GenerateArgs> = {
   command: 'generate <folder>',
-  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img and img2img, the SDXL refiner)',
+  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img, img2img and inpainting, the SDXL refiner)',
   builder: (y: Argv) =>
     generationOptions(y.positional('folder', { type: 'string', describe: 'Diffusers folder (or ONNX pipeline folder)', demandOption: true }), true)
       .option('json', { type: 'boolean', default: false, describe: 'print the report (timings per step and stage, checks) as JSON on stdout' })
