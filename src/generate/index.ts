@@ -21,3 +21,7 @@ export { generateSdxl, generateSdxlImg2Img, generateSdxlInpaint, SDXL_INPAINT_DE
 export type { SdxlModels, SdxlGenerateOptions, SdxlImg2ImgOptions, SdxlInpaintOptions, SdxlConditioningOptions, SdxlTextEncoderOutput } from './sdxl.js';
 export { generateInpaint, preprocessMask, blendLatents } from './inpaint.js';
 export type { InpaintOptions } from './inpaint.js';
+export { generatePix2Pix, pix2pixGuidance, posteriorMode, PIX2PIX_DEFAULT_IMAGE_GUIDANCE } from './pix2pix.js';
+export type { Pix2PixOptions } from './pix2pix.js';
+export { generateDepth, depthPrepare, depthFromImage, prepareDepthMap, resizeBicubic, DEPTH_DEFAULT_STRENGTH } from './depth.js';
+export type { DepthOptions } from './depth.js';

@@ -8,7 +8,8 @@
  *   engine      src/generate's pipeline (tokenizer, torch-exact noise, schedulers) with the ONNX
  *               sessions of onnx-models.ts as its networks: txt2img, img2img with --image,
  *               inpainting with --image and --mask (inpaint.ts), SDXL txt2img, img2img and
- *               inpainting (sdxl.ts)
+ *               inpainting (sdxl.ts), InstructPix2Pix with --image (pix2pix.ts), depth-to-image
+ *               with --image and --depth (depth.ts)
  *   supported   SD 1.x / 2.x UNets (in_channels = the VAE's latent_channels: txt2img, img2img,
  *               and inpainting by latent blending with --mask; in_channels = 2 x latent + 1:
  *               inpainting UNets, which need --image and --mask), SDXL base txt2img
@@ -17,8 +18,12 @@
  *               refiner included (text_encoder_2 alone, aesthetic-score time ids; --image required),
  *               SDXL inpainting with --image and --mask (StableDiffusionXLInpaintPipeline: 9-channel
  *               SDXL inpainting UNets, or latent blending with a 4-channel SDXL UNet; strength
- *               default 0.9999 as in Diffusers). Refused with E_GENERATE_UNSUPPORTED: depth /
- *               pix2pix / upscaler / unCLIP / ControlNet folders. Refused with
+ *               default 0.9999 as in Diffusers), InstructPix2Pix (StableDiffusionInstructPix2PixPipeline:
+ *               2 x latent channels, --image, --image-guidance) and SD 2 depth
+ *               (StableDiffusionDepth2ImgPipeline: latent + 1 channels, --image and a depth map
+ *               --depth, as the folder has no depth estimator). Refused with
+ *               E_GENERATE_UNSUPPORTED: upscaler (its class-label noise level is not in the ONNX
+ *               UNet export) / unCLIP / ControlNet folders. Refused with
  *               E_GENERATE_INCONSISTENT (before any export): components that cannot run together
  *               (text encoder widths vs the UNet's cross_attention_dim; token ids beyond a text
  *               encoder's vocabulary).
@@ -31,7 +36,9 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ErrorCode, fail } from '../errors.js';
+import { DEPTH_DEFAULT_STRENGTH, generateDepth } from '../generate/depth.js';
 import { concatChannels, generateInpaint, preprocessMask } from '../generate/inpaint.js';
+import { generatePix2Pix, PIX2PIX_DEFAULT_IMAGE_GUIDANCE } from '../generate/pix2pix.js';
 import { generate, type GenerateResult, type PipelineModels, type RgbImage, type StepEvent } from '../generate/pipeline.js';
 import { generateSdxl, generateSdxlImg2Img, generateSdxlInpaint, SDXL_INPAINT_DEFAULT_STRENGTH, sdxlImg2ImgTimeIds, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
 import { imageToRgb8, readPng, writePng } from '../generate/png.js';
@@ -65,6 +72,10 @@ export interface GenerationOptions {
   readonly strength?: number;
   /** Inpainting mask (PNG path or RGB image, the init image's size; white is repainted); needs initImage. */
   readonly mask?: string | RgbImage;
+  /** InstructPix2Pix: image_guidance_scale (default 1.5). */
+  readonly imageGuidance?: number;
+  /** Depth-to-image: the depth map (grey PNG path or RGB image, any size; larger is nearer). */
+  readonly depth?: string | RgbImage;
   /** onnxruntime execution provider (default cpu). */
   readonly provider?: Provider;
   /** Write the image as PNG here. */
@@ -100,7 +111,7 @@ export interface GenerationReport {
   readonly folder: string;
   readonly onnx?: { readonly dir: string; readonly origin: OnnxFolder['origin']; readonly warnings: readonly string[] };
   readonly pipelineClass: string;
-  readonly mode: 'txt2img' | 'img2img' | 'inpaint';
+  readonly mode: 'txt2img' | 'img2img' | 'inpaint' | 'pix2pix' | 'depth2img';
   /** 'sdxl' for StableDiffusionXLPipeline folders. */
   readonly family: 'sd' | 'sdxl';
   /** Inpainting: the UNet's input channels (9: an inpainting UNet; 4: latent blending) and the share of pixels repainted. */
@@ -112,6 +123,8 @@ export interface GenerationReport {
   readonly steps: number;
   readonly guidance: number;
   readonly strength?: number;
+  /** InstructPix2Pix: the image guidance scale. */
+  readonly imageGuidance?: number;
   readonly width: number;
   readonly height: number;
   readonly scheduler: string;
@@ -142,6 +155,8 @@ export interface FolderInfo {
   readonly latentChannels: number;
   /** The UNet's in_channels (latentChannels, or 2 x latentChannels + 1 for an inpainting UNet). */
   readonly unetInChannels: number;
+  /** What the UNet's extra input channels hold. */
+  readonly unetKind: 'plain' | 'inpaint' | 'pix2pix' | 'depth';
   /** SDXL folders: what the SDXL conditioning needs. */
   readonly xl?: {
     /** false for the refiner layout (tokenizer / text_encoder null in model_index.json). */
@@ -173,6 +188,8 @@ const SUPPORTED_CLASSES = new Set([
   'ORTStableDiffusionPipeline',
   'ORTStableDiffusionImg2ImgPipeline',
   'ORTStableDiffusionInpaintPipeline',
+  'StableDiffusionInstructPix2PixPipeline',
+  'StableDiffusionDepth2ImgPipeline',
 ]);
 const SDXL_CLASSES = new Set([
   'StableDiffusionXLPipeline',
@@ -228,7 +245,7 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
       unsupported(folder, 'an SDXL pipeline without text_encoder_2: test generation runs the SDXL base layout (both text encoders) and the refiner layout (text_encoder_2 alone) only.');
     }
   } else if (!SUPPORTED_CLASSES.has(pipelineClass)) {
-    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline and the SDXL pipelines (txt2img, img2img, inpainting) folders only.`);
+    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline, StableDiffusionDepth2ImgPipeline and the SDXL pipelines (txt2img, img2img, inpainting) folders only.`);
   }
   const unet = await readJson(join(folder, 'unet', 'config.json')).catch((e: unknown) => {
     // OnnxStableDiffusionPipeline folders carry no component configs.
@@ -239,9 +256,8 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const schedulerConfig = (await readJson(join(folder, 'scheduler', 'scheduler_config.json'))) as SchedulerConfigJson;
   const latentChannels = Number(vae.latent_channels ?? 4);
   const inChannels = Number(unet.in_channels ?? latentChannels);
-  if (inChannels !== latentChannels && inChannels !== 2 * latentChannels + 1) {
-    unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: a depth or instruct-pix2pix model; test generation runs text-to-image UNets and inpainting UNets (${2 * latentChannels + 1} channels) only.`);
-  }
+  const unetKind: FolderInfo['unetKind'] =
+    inChannels === latentChannels ? 'plain' : inChannels === 2 * latentChannels + 1 ? 'inpaint' : inChannels === 2 * latentChannels && !isXL ? 'pix2pix' : inChannels === latentChannels + 1 && !isXL ? 'depth' : unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: test generation runs text-to-image UNets, inpainting UNets (${2 * latentChannels + 1} channels), InstructPix2Pix (${2 * latentChannels}) and depth (${latentChannels + 1}) UNets only.`);
   for (const key of ['class_embed_type', 'addition_embed_type', 'encoder_hid_dim_type']) {
     if (isXL && key === 'addition_embed_type' && unet[key] === 'text_time') continue;
     if (unet[key] !== undefined && unet[key] !== null) unsupported(folder, `the UNet config sets ${key} "${String(unet[key])}" (an upscaler, unCLIP or ${isXL ? 'non-text_time SDXL' : 'SDXL'} UNet): not supported by test generation.`);
@@ -276,6 +292,7 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
     tokenizerDir: join(folder, 'tokenizer'),
     latentChannels,
     unetInChannels: inChannels,
+    unetKind,
     xl: isXL
       ? {
           hasTextEncoder: hasTe1,
@@ -347,7 +364,15 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   if (typeof o.prompt !== 'string') fail(ErrorCode.E_USAGE, undefined, 'a prompt is required.');
   if (o.mask !== undefined && o.initImage === undefined) fail(ErrorCode.E_USAGE, undefined, 'inpainting (--mask) needs the image to inpaint (--image).');
   const info = await readFolderInfo(folder);
-  const inpaintUnet = info.unetInChannels !== info.latentChannels;
+  const inpaintUnet = info.unetKind === 'inpaint';
+  if (info.unetKind === 'pix2pix' && (o.initImage === undefined || o.mask !== undefined || o.depth !== undefined)) {
+    fail(ErrorCode.E_USAGE, folder, `is an InstructPix2Pix model (${info.unetInChannels} input channels): give the image to edit (--image), without --mask or --depth.`);
+  }
+  if (info.unetKind === 'depth' && (o.initImage === undefined || o.depth === undefined || o.mask !== undefined)) {
+    fail(ErrorCode.E_USAGE, folder, `is a depth-to-image model (${info.unetInChannels} input channels): give the init image (--image) and its depth map (--depth, a grey PNG; the folder has no depth estimator), without --mask.`);
+  }
+  if (info.unetKind !== 'depth' && o.depth !== undefined) fail(ErrorCode.E_USAGE, folder, '--depth belongs to depth-to-image models (StableDiffusionDepth2ImgPipeline).');
+  if (info.unetKind !== 'pix2pix' && o.imageGuidance !== undefined) fail(ErrorCode.E_USAGE, folder, '--image-guidance belongs to InstructPix2Pix models.');
   if (inpaintUnet && o.mask === undefined) {
     fail(ErrorCode.E_USAGE, folder, `has an inpainting UNet (${info.unetInChannels} input channels): give the image (--image) and the mask (--mask).`);
   }
@@ -365,13 +390,16 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   const scheduler = createScheduler(info.schedulerConfig, o.scheduler);
   const init = await imageArg(o.initImage);
   const mask = await imageArg(o.mask);
-  const mode: GenerationReport['mode'] = mask ? 'inpaint' : init ? 'img2img' : 'txt2img';
+  const depthMap = await imageArg(o.depth);
+  const mode: GenerationReport['mode'] = info.unetKind === 'pix2pix' ? 'pix2pix' : info.unetKind === 'depth' ? 'depth2img' : mask ? 'inpaint' : init ? 'img2img' : 'txt2img';
   const width = o.width ?? init?.width ?? info.sampleSize * info.vaeScaleFactor;
   const height = o.height ?? init?.height ?? info.sampleSize * info.vaeScaleFactor;
   const steps = o.steps ?? 20;
   const guidance = o.guidance ?? 7.5;
   const seed = o.seed ?? 42;
-  const strength = mode === 'inpaint' ? (o.strength ?? (info.xl ? SDXL_INPAINT_DEFAULT_STRENGTH : 1)) : init ? (o.strength ?? 0.6) : undefined;
+  const strength =
+    mode === 'inpaint' ? (o.strength ?? (info.xl ? SDXL_INPAINT_DEFAULT_STRENGTH : 1)) : mode === 'pix2pix' ? undefined : mode === 'depth2img' ? (o.strength ?? DEPTH_DEFAULT_STRENGTH) : init ? (o.strength ?? 0.6) : undefined;
+  const imageGuidance = mode === 'pix2pix' ? (o.imageGuidance ?? PIX2PIX_DEFAULT_IMAGE_GUIDANCE) : undefined;
 
   let onnx: OnnxFolder | undefined;
   let models = o.models;
@@ -432,6 +460,10 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       } else {
         result = await generateSdxl({ ...xl, tokenizers: [tokenizer as ClipTokenizer, tokenizer2 as ClipTokenizer] });
       }
+    } else if (mode === 'pix2pix' && init) {
+      result = await generatePix2Pix({ ...common, tokenizer: tokenizer as ClipTokenizer, models: net, image: init, imageGuidanceScale: imageGuidance });
+    } else if (mode === 'depth2img' && init && depthMap) {
+      result = await generateDepth({ ...common, tokenizer, models: net, image: init, depth: depthMap, strength });
     } else if (mask && init) {
       result = await generateInpaint({ ...common, tokenizer, models: net, image: init, mask, unetInChannels: info.unetInChannels, strength });
     } else {
@@ -475,6 +507,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       steps,
       guidance,
       strength,
+      imageGuidance,
       width,
       height,
       scheduler: scheduler.className,
@@ -507,7 +540,8 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
 
 /**
  * The UNet as the prediction probe calls it (sample, t, constant context): an inpainting UNet gets
- * an all-ones mask and zero masked-image latents appended; an SDXL UNet gets zero text_embeds and
+ * an all-ones mask and zero masked-image latents appended; InstructPix2Pix and depth UNets zero
+ * image latents / a zero depth map; an SDXL UNet gets zero text_embeds and
  * the default time_ids of the probe's size (img2img with requires_aesthetics_score: the 5 ids
  * ending in the aesthetic score).
  */
@@ -516,7 +550,10 @@ function probeUnet(models: PipelineModels, info: FolderInfo, width: number, heig
   return async (sample, t, ehs) => {
     let s = sample;
     const [b, , h, w] = sample.shape;
-    if (info.unetInChannels !== info.latentChannels) {
+    if (info.unetKind === 'pix2pix' || info.unetKind === 'depth') {
+      const extra = info.unetInChannels - info.latentChannels;
+      s = concatChannels([sample, { data: new Float32Array(b * extra * h * w), shape: [b, extra, h, w] }]);
+    } else if (info.unetInChannels !== info.latentChannels) {
       const ones: Tensor = { data: new Float32Array(b * h * w).fill(1), shape: [b, 1, h, w] };
       const zeros: Tensor = { data: new Float32Array(b * info.latentChannels * h * w), shape: [b, info.latentChannels, h, w] };
       s = concatChannels([sample, ones, zeros]);

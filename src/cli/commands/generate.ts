@@ -22,6 +22,8 @@ export interface GenerationArgs {
   image?: string;
   strength?: number;
   mask?: string;
+  imageGuidance?: number;
+  depth?: string;
   provider: Provider;
   save?: string;
   onnxCache?: string;
@@ -67,6 +69,8 @@ export function generationOptions(y: Argv, promptRequired: boolean): Argv {
     .option('image', { type: 'string', describe: 'init image (PNG) for img2img, or the image to inpaint with --mask' })
     .option('strength', { type: 'number', describe: 'img2img strength (default 0.6); inpainting strength (default 1, SDXL 0.9999 as Diffusers)', coerce: (v: number | undefined) => (v === undefined ? v : unitInterval(v)) })
     .option('mask', { type: 'string', describe: 'inpainting mask (PNG, the size of --image; white is repainted): an inpainting UNet, or latent blending with a text-to-image UNet' })
+    .option('image-guidance', { type: 'number', describe: 'InstructPix2Pix image guidance scale (default 1.5; guidance applies when >= 1 and --guidance > 1)' })
+    .option('depth', { type: 'string', describe: 'depth map (grey PNG, any size; larger is nearer) for a depth-to-image model, with --image' })
     .option('provider', { choices: PROVIDERS, default: 'cpu' as Provider, describe: 'onnxruntime execution provider' })
     .option('save', { type: 'string', describe: 'write the image to this PNG file' })
     .option('onnx-cache', { type: 'string', describe: "parent folder of the ONNX export cache (default: <folder>/.ckpt2diffusers-onnx/, or the user cache dir when the folder is read-only)" })
@@ -88,6 +92,8 @@ export function generationOptionsFrom(a: GenerationArgs): Omit<GenerationOptions
     initImage: a.image,
     strength: a.strength,
     mask: a.mask,
+    imageGuidance: a.imageGuidance,
+    depth: a.depth,
     provider: a.provider,
     save: a.save,
     onnxCacheDir: a.onnxCache,
@@ -155,7 +161,7 @@ export function renderChecks(checks: readonly Check[]): string[] {
 export function renderGeneration(r: GenerationReport): string {
   const t = r.timings;
   const lines = [
-    `generation: ${r.family === 'sdxl' ? 'SDXL ' : ''}${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''} [${r.provider}]`,
+    `generation: ${r.family === 'sdxl' ? 'SDXL ' : ''}${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''}${r.imageGuidance !== undefined ? `, image guidance ${r.imageGuidance}` : ''} [${r.provider}]`,
   ];
   if (r.onnx) lines.push(`  onnx: ${r.onnx.dir} (${r.onnx.origin === 'exported' ? `exported in ${ms(t.exportMs)}` : r.onnx.origin === 'cache' ? 'cached export reused' : 'ONNX folder'})`);
   if (r.promptTruncated) lines.push('  prompt: truncated to 77 tokens');
@@ -188,7 +194,7 @@ interface GenerateArgs extends GenerationArgs {
 
 export const generateCommand: CommandModule<GenerateArgs> = {
   command: 'generate <folder>',
-  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, SDXL txt2img, img2img and inpainting, the SDXL refiner)',
+  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, InstructPix2Pix, SD 2 depth-to-image (depth map given), SDXL txt2img, img2img and inpainting, the SDXL refiner)',
   builder: (y: Argv) =>
     generationOptions(y.positional('folder', { type: 'string', describe: 'Diffusers folder (or ONNX pipeline folder)', demandOption: true }), true)
       .option('json', { type: 'boolean', default: false, describe: 'print the report (timings per step and stage, checks) as JSON on stdout' })
@@ -196,6 +202,8 @@ export const generateCommand: CommandModule<GenerateArgs> = {
       .option('strict', { type: 'boolean', default: false, describe: 'exit 1 when a check warns' })
       .example('$0 generate sd15/ --prompt "a photo of a cat" --save cat.png', 'txt2img, 20 steps, seed 42')
       .example('$0 generate sd15/ --prompt "a watercolor" --image in.png --strength 0.6 --save out.png', 'img2img')
+      .example('$0 generate pix2pix/ --prompt "make it snowy" --image in.png --image-guidance 1.5 --save out.png', 'InstructPix2Pix editing')
+      .example('$0 generate sd2-depth/ --prompt "a castle" --image in.png --depth depth.png --save out.png', 'depth-to-image (the depth map is given)')
       .example('$0 generate sd15-inpaint/ --prompt "a red door" --image in.png --mask mask.png --save out.png', 'inpainting (white mask pixels are repainted)'),
   async run(args: GenerateArgs, io: CliIO): Promise<number> {
     const progress = generationProgress(io, args.quiet || args.json);
