@@ -23,5 +23,7 @@ export { generateInpaint, preprocessMask, blendLatents } from './inpaint.js';
 export type { InpaintOptions } from './inpaint.js';
 export { generatePix2Pix, pix2pixGuidance, posteriorMode, PIX2PIX_DEFAULT_IMAGE_GUIDANCE } from './pix2pix.js';
 export type { Pix2PixOptions } from './pix2pix.js';
+export { generateUpscale, lowResAlphasCumprod, checkNoiseLevel, UPSCALE_DEFAULT_NOISE_LEVEL, UPSCALE_DEFAULT_MAX_NOISE_LEVEL } from './upscale.js';
+export type { UpscaleOptions } from './upscale.js';
 export { generateDepth, depthPrepare, depthFromImage, prepareDepthMap, resizeBicubic, DEPTH_DEFAULT_STRENGTH } from './depth.js';
 export type { DepthOptions } from './depth.js';

@@ -39,6 +39,11 @@
  * default on in float16: SD 2.x overflows otherwise), GroupNorm/LayerNorm kernels accumulate in
  * float32.
  *
+ * Class labels (num_class_embeds set, class_embed_type null, e.g. the x4 upscaler's noise level):
+ * an int64 input class_labels [batch_size] picks rows of class_embedding.weight (Gather), added to
+ * emb. only_cross_attention (per block): attn1 of that block's transformers attends to
+ * encoder_hidden_states instead of itself. Neither changes a graph whose config does not ask.
+ *
  * I/O (both dialects): sample [batch_size, in_channels, height, width], timestep,
  * encoder_hidden_states [batch_size, sequence_length, cross_attention_dim]; SDXL adds
  * text_embeds [batch_size, 1280] and time_ids [batch_size, n_ids] → out_sample (like sample).
@@ -85,6 +90,7 @@ export interface UnetConfig {
   timestep_post_act?: string | null;
   time_cond_proj_dim?: number | null;
   class_embed_type?: string | null;
+  class_embeddings_concat?: boolean;
   num_class_embeds?: number | null;
   addition_embed_type?: string | null;
   addition_time_embed_dim?: number | null;
@@ -148,15 +154,17 @@ function checkConfig(c: UnetConfig): void {
   if (c.time_embedding_act_fn) unsupported(`time_embedding_act_fn "${c.time_embedding_act_fn}"`);
   if (c.timestep_post_act) unsupported(`timestep_post_act "${c.timestep_post_act}"`);
   if (c.time_cond_proj_dim) unsupported('time_cond_proj_dim (LCM timestep_cond)');
-  if (c.class_embed_type || c.num_class_embeds) unsupported('class embedding');
+  if (c.class_embed_type) unsupported(`class_embed_type "${c.class_embed_type}"`);
+  if (c.num_class_embeds !== undefined && c.num_class_embeds !== null && (!Number.isInteger(c.num_class_embeds) || c.num_class_embeds < 1)) {
+    fail(ErrorCode.E_CONFIG, undefined, `UNet config num_class_embeds ${String(c.num_class_embeds)} is not a positive integer.`);
+  }
+  if (c.class_embeddings_concat) unsupported('class_embeddings_concat');
   if (c.addition_embed_type && c.addition_embed_type !== 'text_time') unsupported(`addition_embed_type "${c.addition_embed_type}"`);
   if (c.encoder_hid_dim || c.encoder_hid_dim_type) unsupported('encoder_hid_proj');
   if ((c.attention_type ?? 'default') !== 'default') unsupported(`attention_type "${c.attention_type}"`);
   if ((c.resnet_time_scale_shift ?? 'default') !== 'default') unsupported(`resnet_time_scale_shift "${c.resnet_time_scale_shift}"`);
   if (c.resnet_skip_time_act) unsupported('resnet_skip_time_act');
   if (c.dual_cross_attention) unsupported('dual_cross_attention');
-  const oca = c.only_cross_attention;
-  if (oca === true || (Array.isArray(oca) && oca.some(Boolean))) unsupported('only_cross_attention');
   const known = new Set(['CrossAttnDownBlock2D', 'DownBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D']);
   for (const t of [...c.down_block_types, ...c.up_block_types]) if (!known.has(t)) unsupported(`block type "${t}"`);
   const mid = c.mid_block_type === undefined ? 'UNetMidBlock2DCrossAttn' : c.mid_block_type;
@@ -253,16 +261,16 @@ class UnetBuilder {
     return g.linear(g.mul(a, g.gelu(gate)), `${p}.net.2`);
   }
 
-  transformerBlock(h: Value, context: Value, p: string, heads: number): Value {
+  transformerBlock(h: Value, context: Value, p: string, heads: number, onlyCross = false): Value {
     const g = this.g;
     const n1 = g.layerNormW(h, `${p}.norm1`, LAYERNORM_EPS);
-    h = g.add(this.attention(n1, n1, `${p}.attn1`, heads), h);
+    h = g.add(this.attention(n1, onlyCross ? context : n1, `${p}.attn1`, heads), h);
     h = g.add(this.attention(g.layerNormW(h, `${p}.norm2`, LAYERNORM_EPS), context, `${p}.attn2`, heads), h);
     return g.add(this.feedForward(g.layerNormW(h, `${p}.norm3`, LAYERNORM_EPS), `${p}.ff`), h);
   }
 
   /** Transformer2DModel (continuous input) with `depth` BasicTransformerBlocks. */
-  transformer(x: Value, context: Value, p: string, heads: number, depth: number): Value {
+  transformer(x: Value, context: Value, p: string, heads: number, depth: number, onlyCross = false): Value {
     const g = this.g;
     const shape = g.shape(x);
     const inner = g.weightShape(`${p}.proj_in.weight`)[0];
@@ -274,7 +282,7 @@ class UnetBuilder {
     } else {
       h = g.transpose(g.reshape(g.conv2d(n, `${p}.proj_in`, { pad: 0 }), [0, inner, -1]), [0, 2, 1]);
     }
-    for (let j = 0; j < depth; j++) h = g.scoped(`tb${j}`, () => this.transformerBlock(h, context, `${p}.transformer_blocks.${j}`, heads));
+    for (let j = 0; j < depth; j++) h = g.scoped(`tb${j}`, () => this.transformerBlock(h, context, `${p}.transformer_blocks.${j}`, heads, onlyCross));
     let out: Value;
     if (this.linearProj) {
       out = g.reshape(g.transpose(g.linear(h, `${p}.proj_out`), [0, 2, 1]), shape);
@@ -312,6 +320,11 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
   const layersPerBlock = perLevel<number>(c.layers_per_block, levels, 'layers_per_block', 2);
   const depthDown = perLevel<number | number[]>(c.transformer_layers_per_block, levels, 'transformer_layers_per_block', 1);
   const depthUp = c.reverse_transformer_layers_per_block ? perLevel<number | number[]>(c.reverse_transformer_layers_per_block, levels, 'reverse_transformer_layers_per_block') : [...depthDown].reverse();
+  // only_cross_attention: attn1 of the down/up blocks' transformers attends to the context (the
+  // mid block's UNetMidBlock2DCrossAttn does not take it); up blocks use the list reversed.
+  const onlyCross = perLevel<boolean>(c.only_cross_attention, levels, 'only_cross_attention', false);
+  const onlyCrossUp = [...onlyCross].reverse();
+  const numClassEmbeds = c.num_class_embeds ?? 0;
   const crossDims = perLevel<number>(c.cross_attention_dim, levels, 'cross_attention_dim', 1280);
   if (new Set(crossDims).size !== 1) unsupported(`cross_attention_dim per block (${crossDims.join(', ')})`);
   const isXL = c.addition_embed_type === 'text_time';
@@ -334,6 +347,9 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
     textEmbedsIn = g.input('text_embeds', floatType, ['batch_size', textDim]);
     timeIdsIn = g.input('time_ids', floatType, ['batch_size', nIds]);
   }
+  // num_class_embeds (class_embed_type null): class_embedding = Embedding(num_class_embeds,
+  // time_embed_dim) indexed by int64 class_labels [batch], added to the time embedding.
+  const classLabelsIn = numClassEmbeds > 0 ? g.input('class_labels', 'int64', ['batch_size']) : undefined;
 
   // ---------------------------------------------------------------- embeddings
   let sample = sampleIn;
@@ -349,6 +365,11 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
       const aug = b.mlp(g.concat([textEmbedsIn!, idsEmb], 1), 'add_embedding');
       e = g.add(e, aug);
     }
+    if (classLabelsIn) {
+      const rows = g.weightShape('class_embedding.weight')[0];
+      if (rows !== numClassEmbeds) fail(ErrorCode.E_ONNX_EXPORT, undefined, `UNet class_embedding has ${rows} rows but num_class_embeds is ${numClassEmbeds}.`);
+      e = g.add(e, g.gather(g.weight('class_embedding.weight', { type: floatType }), classLabelsIn, 0));
+    }
     return e;
   });
   const ctx = ehsIn;
@@ -362,7 +383,7 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
       let x = h;
       for (let j = 0; j < layersPerBlock[i]; j++) {
         x = g.scoped(`r${j}`, () => b.resnet(x, emb, `down_blocks.${i}.resnets.${j}`, c.resnet_out_scale_factor ?? 1));
-        if (cross) x = g.scoped(`a${j}`, () => b.transformer(x, ctx, `down_blocks.${i}.attentions.${j}`, heads[i], depthAt(depthDown[i], j)));
+        if (cross) x = g.scoped(`a${j}`, () => b.transformer(x, ctx, `down_blocks.${i}.attentions.${j}`, heads[i], depthAt(depthDown[i], j), onlyCross[i]));
         skips.push(x);
       }
       if (i < levels - 1) {
@@ -399,7 +420,7 @@ export function buildUnetGraph(config: Record<string, unknown> | UnetConfig, wei
         if (!skip) fail(ErrorCode.E_ONNX_EXPORT, undefined, 'UNet up blocks consume more skip connections than the down blocks make.');
         x = g.concat([x, skip], 1);
         x = g.scoped(`r${j}`, () => b.resnet(x, emb, `up_blocks.${i}.resnets.${j}`, c.resnet_out_scale_factor ?? 1));
-        if (cross) x = g.scoped(`a${j}`, () => b.transformer(x, ctx, `up_blocks.${i}.attentions.${j}`, headsUp[i], depthAt(depthUp[i], j)));
+        if (cross) x = g.scoped(`a${j}`, () => b.transformer(x, ctx, `up_blocks.${i}.attentions.${j}`, headsUp[i], depthAt(depthUp[i], j), onlyCrossUp[i]));
       }
       if (i < levels - 1) x = g.conv2d(b.upsampleTo(x, skips[skips.length - 1]), `up_blocks.${i}.upsamplers.0.conv`);
       return x;

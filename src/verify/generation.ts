@@ -21,9 +21,9 @@
  *               default 0.9999 as in Diffusers), InstructPix2Pix (StableDiffusionInstructPix2PixPipeline:
  *               2 x latent channels, --image, --image-guidance) and SD 2 depth
  *               (StableDiffusionDepth2ImgPipeline: latent + 1 channels, --image and a depth map
- *               --depth, as the folder has no depth estimator). Refused with
- *               E_GENERATE_UNSUPPORTED: upscaler (its class-label noise level is not in the ONNX
- *               UNet export) / unCLIP / ControlNet folders. Refused with
+ *               --depth, as the folder has no depth estimator) and the x4 upscaler
+ *               (StableDiffusionUpscalePipeline: latent + 3 channels, --image, --noise-level;
+ *               upscale.ts). Refused with E_GENERATE_UNSUPPORTED: unCLIP / ControlNet folders. Refused with
  *               E_GENERATE_INCONSISTENT (before any export): components that cannot run together
  *               (text encoder widths vs the UNet's cross_attention_dim; token ids beyond a text
  *               encoder's vocabulary).
@@ -39,6 +39,7 @@ import { ErrorCode, fail } from '../errors.js';
 import { DEPTH_DEFAULT_STRENGTH, generateDepth } from '../generate/depth.js';
 import { concatChannels, generateInpaint, preprocessMask } from '../generate/inpaint.js';
 import { generatePix2Pix, PIX2PIX_DEFAULT_IMAGE_GUIDANCE } from '../generate/pix2pix.js';
+import { generateUpscale, UPSCALE_DEFAULT_MAX_NOISE_LEVEL, UPSCALE_DEFAULT_NOISE_LEVEL } from '../generate/upscale.js';
 import { generate, type GenerateResult, type PipelineModels, type RgbImage, type StepEvent } from '../generate/pipeline.js';
 import { generateSdxl, generateSdxlImg2Img, generateSdxlInpaint, SDXL_INPAINT_DEFAULT_STRENGTH, sdxlImg2ImgTimeIds, sdxlTimeIds, type SdxlModels } from '../generate/sdxl.js';
 import { imageToRgb8, readPng, writePng } from '../generate/png.js';
@@ -76,6 +77,8 @@ export interface GenerationOptions {
   readonly imageGuidance?: number;
   /** Depth-to-image: the depth map (grey PNG path or RGB image, any size; larger is nearer). */
   readonly depth?: string | RgbImage;
+  /** x4 upscaler: the noise level added to the image (default 20). */
+  readonly noiseLevel?: number;
   /** onnxruntime execution provider (default cpu). */
   readonly provider?: Provider;
   /** Write the image as PNG here. */
@@ -111,7 +114,7 @@ export interface GenerationReport {
   readonly folder: string;
   readonly onnx?: { readonly dir: string; readonly origin: OnnxFolder['origin']; readonly warnings: readonly string[] };
   readonly pipelineClass: string;
-  readonly mode: 'txt2img' | 'img2img' | 'inpaint' | 'pix2pix' | 'depth2img';
+  readonly mode: 'txt2img' | 'img2img' | 'inpaint' | 'pix2pix' | 'depth2img' | 'upscale';
   /** 'sdxl' for StableDiffusionXLPipeline folders. */
   readonly family: 'sd' | 'sdxl';
   /** Inpainting: the UNet's input channels (9: an inpainting UNet; 4: latent blending) and the share of pixels repainted. */
@@ -125,6 +128,8 @@ export interface GenerationReport {
   readonly strength?: number;
   /** InstructPix2Pix: the image guidance scale. */
   readonly imageGuidance?: number;
+  /** x4 upscaler: the noise level. */
+  readonly noiseLevel?: number;
   readonly width: number;
   readonly height: number;
   readonly scheduler: string;
@@ -156,7 +161,9 @@ export interface FolderInfo {
   /** The UNet's in_channels (latentChannels, or 2 x latentChannels + 1 for an inpainting UNet). */
   readonly unetInChannels: number;
   /** What the UNet's extra input channels hold. */
-  readonly unetKind: 'plain' | 'inpaint' | 'pix2pix' | 'depth';
+  readonly unetKind: 'plain' | 'inpaint' | 'pix2pix' | 'depth' | 'upscale';
+  /** x4 upscaler: low_res_scheduler/scheduler_config.json and model_index.json's max_noise_level. */
+  readonly upscale?: { readonly lowResScheduler: SchedulerConfigJson; readonly maxNoiseLevel: number };
   /** SDXL folders: what the SDXL conditioning needs. */
   readonly xl?: {
     /** false for the refiner layout (tokenizer / text_encoder null in model_index.json). */
@@ -190,6 +197,7 @@ const SUPPORTED_CLASSES = new Set([
   'ORTStableDiffusionInpaintPipeline',
   'StableDiffusionInstructPix2PixPipeline',
   'StableDiffusionDepth2ImgPipeline',
+  'StableDiffusionUpscalePipeline',
 ]);
 const SDXL_CLASSES = new Set([
   'StableDiffusionXLPipeline',
@@ -245,7 +253,7 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
       unsupported(folder, 'an SDXL pipeline without text_encoder_2: test generation runs the SDXL base layout (both text encoders) and the refiner layout (text_encoder_2 alone) only.');
     }
   } else if (!SUPPORTED_CLASSES.has(pipelineClass)) {
-    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline, StableDiffusionDepth2ImgPipeline and the SDXL pipelines (txt2img, img2img, inpainting) folders only.`);
+    unsupported(folder, `${pipelineClass || 'a pipeline without _class_name'}: test generation runs StableDiffusionPipeline (txt2img, img2img), StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline, StableDiffusionDepth2ImgPipeline, StableDiffusionUpscalePipeline and the SDXL pipelines (txt2img, img2img, inpainting) folders only.`);
   }
   const unet = await readJson(join(folder, 'unet', 'config.json')).catch((e: unknown) => {
     // OnnxStableDiffusionPipeline folders carry no component configs.
@@ -256,14 +264,26 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
   const schedulerConfig = (await readJson(join(folder, 'scheduler', 'scheduler_config.json'))) as SchedulerConfigJson;
   const latentChannels = Number(vae.latent_channels ?? 4);
   const inChannels = Number(unet.in_channels ?? latentChannels);
-  const unetKind: FolderInfo['unetKind'] =
-    inChannels === latentChannels ? 'plain' : inChannels === 2 * latentChannels + 1 ? 'inpaint' : inChannels === 2 * latentChannels && !isXL ? 'pix2pix' : inChannels === latentChannels + 1 && !isXL ? 'depth' : unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: test generation runs text-to-image UNets, inpainting UNets (${2 * latentChannels + 1} channels), InstructPix2Pix (${2 * latentChannels}) and depth (${latentChannels + 1}) UNets only.`);
+  const isUpscaler = pipelineClass === 'StableDiffusionUpscalePipeline';
+  if (isUpscaler && inChannels !== latentChannels + 3) unsupported(folder, `an x4 upscaler whose UNet takes ${inChannels} input channels (expected ${latentChannels} latent + 3 image channels).`);
+  const unetKind: FolderInfo['unetKind'] = isUpscaler
+    ? 'upscale'
+    : inChannels === latentChannels ? 'plain' : inChannels === 2 * latentChannels + 1 ? 'inpaint' : inChannels === 2 * latentChannels && !isXL ? 'pix2pix' : inChannels === latentChannels + 1 && !isXL ? 'depth' : unsupported(folder, `the UNet takes ${inChannels} input channels for ${latentChannels} latent channels: test generation runs text-to-image UNets, inpainting UNets (${2 * latentChannels + 1} channels), InstructPix2Pix (${2 * latentChannels}) and depth (${latentChannels + 1}) UNets only.`);
   for (const key of ['class_embed_type', 'addition_embed_type', 'encoder_hid_dim_type']) {
     if (isXL && key === 'addition_embed_type' && unet[key] === 'text_time') continue;
     if (unet[key] !== undefined && unet[key] !== null) unsupported(folder, `the UNet config sets ${key} "${String(unet[key])}" (an upscaler, unCLIP or ${isXL ? 'non-text_time SDXL' : 'SDXL'} UNet): not supported by test generation.`);
   }
   if (isXL && unet.addition_embed_type !== undefined && unet.addition_embed_type !== 'text_time') {
     unsupported(folder, 'an SDXL UNet without addition_embed_type "text_time": not supported by test generation.');
+  }
+  let upscale: FolderInfo['upscale'];
+  if (isUpscaler) {
+    if (unet.num_class_embeds === undefined || unet.num_class_embeds === null) unsupported(folder, 'an x4 upscaler UNet without num_class_embeds (its noise-level class labels).');
+    const max = index.max_noise_level;
+    upscale = {
+      lowResScheduler: (await readJson(join(folder, 'low_res_scheduler', 'scheduler_config.json'))) as SchedulerConfigJson,
+      maxNoiseLevel: typeof max === 'number' ? max : UPSCALE_DEFAULT_MAX_NOISE_LEVEL,
+    };
   }
   const blocks = Array.isArray(vae.block_out_channels) ? vae.block_out_channels.length : 4;
   const cross = Array.isArray(unet.cross_attention_dim) ? Number(unet.cross_attention_dim[0]) : Number(unet.cross_attention_dim ?? 768);
@@ -293,6 +313,7 @@ export async function readFolderInfo(folder: string): Promise<FolderInfo> {
     latentChannels,
     unetInChannels: inChannels,
     unetKind,
+    upscale,
     xl: isXL
       ? {
           hasTextEncoder: hasTe1,
@@ -372,6 +393,10 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     fail(ErrorCode.E_USAGE, folder, `is a depth-to-image model (${info.unetInChannels} input channels): give the init image (--image) and its depth map (--depth, a grey PNG; the folder has no depth estimator), without --mask.`);
   }
   if (info.unetKind !== 'depth' && o.depth !== undefined) fail(ErrorCode.E_USAGE, folder, '--depth belongs to depth-to-image models (StableDiffusionDepth2ImgPipeline).');
+  if (info.unetKind === 'upscale' && (o.initImage === undefined || o.mask !== undefined || o.width !== undefined || o.height !== undefined)) {
+    fail(ErrorCode.E_USAGE, folder, 'is an x4 upscaler: give the low-resolution image (--image), without --mask, --width or --height (the result is 4x the image size).');
+  }
+  if (info.unetKind !== 'upscale' && o.noiseLevel !== undefined) fail(ErrorCode.E_USAGE, folder, '--noise-level belongs to the x4 upscaler (StableDiffusionUpscalePipeline).');
   if (info.unetKind !== 'pix2pix' && o.imageGuidance !== undefined) fail(ErrorCode.E_USAGE, folder, '--image-guidance belongs to InstructPix2Pix models.');
   if (inpaintUnet && o.mask === undefined) {
     fail(ErrorCode.E_USAGE, folder, `has an inpainting UNet (${info.unetInChannels} input channels): give the image (--image) and the mask (--mask).`);
@@ -391,15 +416,17 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
   const init = await imageArg(o.initImage);
   const mask = await imageArg(o.mask);
   const depthMap = await imageArg(o.depth);
-  const mode: GenerationReport['mode'] = info.unetKind === 'pix2pix' ? 'pix2pix' : info.unetKind === 'depth' ? 'depth2img' : mask ? 'inpaint' : init ? 'img2img' : 'txt2img';
-  const width = o.width ?? init?.width ?? info.sampleSize * info.vaeScaleFactor;
-  const height = o.height ?? init?.height ?? info.sampleSize * info.vaeScaleFactor;
+  const mode: GenerationReport['mode'] = info.unetKind === 'upscale' ? 'upscale' : info.unetKind === 'pix2pix' ? 'pix2pix' : info.unetKind === 'depth' ? 'depth2img' : mask ? 'inpaint' : init ? 'img2img' : 'txt2img';
+  const upscaleFactor = mode === 'upscale' ? info.vaeScaleFactor : 1;
+  const width = o.width ?? (init ? init.width * upscaleFactor : info.sampleSize * info.vaeScaleFactor);
+  const height = o.height ?? (init ? init.height * upscaleFactor : info.sampleSize * info.vaeScaleFactor);
   const steps = o.steps ?? 20;
   const guidance = o.guidance ?? 7.5;
   const seed = o.seed ?? 42;
   const strength =
-    mode === 'inpaint' ? (o.strength ?? (info.xl ? SDXL_INPAINT_DEFAULT_STRENGTH : 1)) : mode === 'pix2pix' ? undefined : mode === 'depth2img' ? (o.strength ?? DEPTH_DEFAULT_STRENGTH) : init ? (o.strength ?? 0.6) : undefined;
+    mode === 'inpaint' ? (o.strength ?? (info.xl ? SDXL_INPAINT_DEFAULT_STRENGTH : 1)) : mode === 'pix2pix' || mode === 'upscale' ? undefined : mode === 'depth2img' ? (o.strength ?? DEPTH_DEFAULT_STRENGTH) : init ? (o.strength ?? 0.6) : undefined;
   const imageGuidance = mode === 'pix2pix' ? (o.imageGuidance ?? PIX2PIX_DEFAULT_IMAGE_GUIDANCE) : undefined;
+  const noiseLevel = mode === 'upscale' ? (o.noiseLevel ?? UPSCALE_DEFAULT_NOISE_LEVEL) : undefined;
 
   let onnx: OnnxFolder | undefined;
   let models = o.models;
@@ -412,7 +439,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
     progress({ type: 'phase', phase: 'load', detail: `onnxruntime (${o.provider ?? 'cpu'})` });
     const { openOnnxModels } = await import('./onnx-models.js');
     type Part = 'text_encoder' | 'text_encoder_2' | 'unet' | 'vae_decoder' | 'vae_encoder';
-    const components: Part[] = [...(tokenizer ? (['text_encoder'] as const) : []), ...(info.xl ? (['text_encoder_2'] as const) : []), 'unet', 'vae_decoder', ...(init ? (['vae_encoder'] as const) : [])];
+    const components: Part[] = [...(tokenizer ? (['text_encoder'] as const) : []), ...(info.xl ? (['text_encoder_2'] as const) : []), 'unet', 'vae_decoder', ...(init && mode !== 'upscale' ? (['vae_encoder'] as const) : [])];
     if (info.xl && init && o.onnxDtype === 'fp16') {
       progress({ type: 'warning', message: `SDXL ${mask ? 'inpainting' : 'img2img'} from an fp16 export: its VAE encoder runs in float16, where Diffusers upcasts the SDXL VAE to float32 (force_upcast); use the fp32 export to match.` });
     }
@@ -462,6 +489,8 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       }
     } else if (mode === 'pix2pix' && init) {
       result = await generatePix2Pix({ ...common, tokenizer: tokenizer as ClipTokenizer, models: net, image: init, imageGuidanceScale: imageGuidance });
+    } else if (mode === 'upscale' && init && info.upscale) {
+      result = await generateUpscale({ ...common, tokenizer, models: net, image: init, noiseLevel, maxNoiseLevel: info.upscale.maxNoiseLevel, lowResScheduler: info.upscale.lowResScheduler });
     } else if (mode === 'depth2img' && init && depthMap) {
       result = await generateDepth({ ...common, tokenizer, models: net, image: init, depth: depthMap, strength });
     } else if (mask && init) {
@@ -508,6 +537,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
       guidance,
       strength,
       imageGuidance,
+      noiseLevel,
       width,
       height,
       scheduler: scheduler.className,
@@ -541,7 +571,7 @@ export async function runGeneration(folder: string, o: GenerationOptions): Promi
 /**
  * The UNet as the prediction probe calls it (sample, t, constant context): an inpainting UNet gets
  * an all-ones mask and zero masked-image latents appended; InstructPix2Pix and depth UNets zero
- * image latents / a zero depth map; an SDXL UNet gets zero text_embeds and
+ * image latents / a zero depth map; the x4 upscaler a zero image and class label 20; an SDXL UNet gets zero text_embeds and
  * the default time_ids of the probe's size (img2img with requires_aesthetics_score: the 5 ids
  * ending in the aesthetic score).
  */
@@ -550,9 +580,10 @@ function probeUnet(models: PipelineModels, info: FolderInfo, width: number, heig
   return async (sample, t, ehs) => {
     let s = sample;
     const [b, , h, w] = sample.shape;
-    if (info.unetKind === 'pix2pix' || info.unetKind === 'depth') {
+    if (info.unetKind === 'pix2pix' || info.unetKind === 'depth' || info.unetKind === 'upscale') {
       const extra = info.unetInChannels - info.latentChannels;
       s = concatChannels([sample, { data: new Float32Array(b * extra * h * w), shape: [b, extra, h, w] }]);
+      if (info.unetKind === 'upscale') return unet(s, t, ehs, { class_labels: { data: new Float32Array(b).fill(UPSCALE_DEFAULT_NOISE_LEVEL), shape: [b] } });
     } else if (info.unetInChannels !== info.latentChannels) {
       const ones: Tensor = { data: new Float32Array(b * h * w).fill(1), shape: [b, 1, h, w] };
       const zeros: Tensor = { data: new Float32Array(b * info.latentChannels * h * w), shape: [b, info.latentChannels, h, w] };

@@ -8,7 +8,9 @@
  *   text_encoder_2/model.onnx SDXL only: input_ids → text_embeds, hidden_states.0..N
  *   unet/model.onnx           sample, timestep, encoder_hidden_states → out_sample; the timestep is
  *                             sent with the element type and rank the session declares (0-d
- *                             scalar, [1], or [batch] when its one dim is the sample's batch dim)
+ *                             scalar, [1], or [batch] when its one dim is the sample's batch dim);
+ *                             extra inputs (SDXL text_embeds / time_ids, the x4 upscaler's int64
+ *                             class_labels) as the session declares their element type
  *   vae_decoder/model.onnx    latent_sample → sample
  *   vae_encoder/model.onnx    sample → latent_parameters (moments) — optional (img2img only; SDXL:
  *                             float32 from the default fp32 export, as force_upcast asks)
@@ -207,7 +209,10 @@ export async function openOnnxModels(onnxDir: string, options: OnnxModelsOptions
         timestep: timestepTensor(ort, c, timestep, sample.shape[0]),
         encoder_hidden_states: c.floatInput('encoder_hidden_states', ehs.data, ehs.shape),
       };
-      for (const [name, t] of Object.entries(extra ?? {})) feeds[name] = c.floatInput(name, t.data, t.shape);
+      for (const [name, t] of Object.entries(extra ?? {})) {
+        // class_labels (the x4 upscaler's noise level) is an int64 index input.
+        feeds[name] = inputMeta(c.session, name)?.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))), t.shape as number[]) : c.floatInput(name, t.data, t.shape);
+      }
       return c.run(feeds, 'out_sample');
     },
     async vaeDecode(latents: Tensor): Promise<Tensor> {

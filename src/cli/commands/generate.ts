@@ -24,6 +24,7 @@ export interface GenerationArgs {
   mask?: string;
   imageGuidance?: number;
   depth?: string;
+  noiseLevel?: number;
   provider: Provider;
   save?: string;
   onnxCache?: string;
@@ -51,6 +52,10 @@ function unitInterval(v: number): number {
   return v;
 }
 
+function badNoiseLevel(v: number): never {
+  throw new Error(`--noise-level must be a non-negative integer (got ${v})`);
+}
+
 function seedValue(v: number): number {
   if (!Number.isSafeInteger(v)) throw new Error(`--seed must be an integer (got ${v})`);
   return v;
@@ -71,6 +76,7 @@ export function generationOptions(y: Argv, promptRequired: boolean): Argv {
     .option('mask', { type: 'string', describe: 'inpainting mask (PNG, the size of --image; white is repainted): an inpainting UNet, or latent blending with a text-to-image UNet' })
     .option('image-guidance', { type: 'number', describe: 'InstructPix2Pix image guidance scale (default 1.5; guidance applies when >= 1 and --guidance > 1)' })
     .option('depth', { type: 'string', describe: 'depth map (grey PNG, any size; larger is nearer) for a depth-to-image model, with --image' })
+    .option('noise-level', { type: 'number', describe: 'x4 upscaler noise level added to --image (default 20, an integer up to max_noise_level)', coerce: (v: number | undefined) => (v === undefined || (Number.isInteger(v) && v >= 0) ? v : badNoiseLevel(v)) })
     .option('provider', { choices: PROVIDERS, default: 'cpu' as Provider, describe: 'onnxruntime execution provider' })
     .option('save', { type: 'string', describe: 'write the image to this PNG file' })
     .option('onnx-cache', { type: 'string', describe: "parent folder of the ONNX export cache (default: <folder>/.ckpt2diffusers-onnx/, or the user cache dir when the folder is read-only)" })
@@ -94,6 +100,7 @@ export function generationOptionsFrom(a: GenerationArgs): Omit<GenerationOptions
     mask: a.mask,
     imageGuidance: a.imageGuidance,
     depth: a.depth,
+    noiseLevel: a.noiseLevel,
     provider: a.provider,
     save: a.save,
     onnxCacheDir: a.onnxCache,
@@ -161,7 +168,7 @@ export function renderChecks(checks: readonly Check[]): string[] {
 export function renderGeneration(r: GenerationReport): string {
   const t = r.timings;
   const lines = [
-    `generation: ${r.family === 'sdxl' ? 'SDXL ' : ''}${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''}${r.imageGuidance !== undefined ? `, image guidance ${r.imageGuidance}` : ''} [${r.provider}]`,
+    `generation: ${r.family === 'sdxl' ? 'SDXL ' : ''}${r.mode} ${r.width}x${r.height}, ${r.steps} steps ${r.scheduler} (${r.predictionType}), guidance ${r.guidance}, seed ${r.seed}${r.strength !== undefined ? `, strength ${r.strength}` : ''}${r.imageGuidance !== undefined ? `, image guidance ${r.imageGuidance}` : ''}${r.noiseLevel !== undefined ? `, noise level ${r.noiseLevel}` : ''} [${r.provider}]`,
   ];
   if (r.onnx) lines.push(`  onnx: ${r.onnx.dir} (${r.onnx.origin === 'exported' ? `exported in ${ms(t.exportMs)}` : r.onnx.origin === 'cache' ? 'cached export reused' : 'ONNX folder'})`);
   if (r.promptTruncated) lines.push('  prompt: truncated to 77 tokens');
@@ -194,7 +201,7 @@ interface GenerateArgs extends GenerationArgs {
 
 export const generateCommand: CommandModule<GenerateArgs> = {
   command: 'generate <folder>',
-  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, InstructPix2Pix, SD 2 depth-to-image (depth map given), SDXL txt2img, img2img and inpainting, the SDXL refiner)',
+  describe: 'Generate an image from a converted folder (ONNX graphs exported and cached on first use; SD 1.x/2.x txt2img, img2img and inpainting, InstructPix2Pix, SD 2 depth-to-image (depth map given), the x4 upscaler, SDXL txt2img, img2img and inpainting, the SDXL refiner)',
   builder: (y: Argv) =>
     generationOptions(y.positional('folder', { type: 'string', describe: 'Diffusers folder (or ONNX pipeline folder)', demandOption: true }), true)
       .option('json', { type: 'boolean', default: false, describe: 'print the report (timings per step and stage, checks) as JSON on stdout' })
@@ -203,6 +210,7 @@ export const generateCommand: CommandModule<GenerateArgs> = {
       .example('$0 generate sd15/ --prompt "a photo of a cat" --save cat.png', 'txt2img, 20 steps, seed 42')
       .example('$0 generate sd15/ --prompt "a watercolor" --image in.png --strength 0.6 --save out.png', 'img2img')
       .example('$0 generate pix2pix/ --prompt "make it snowy" --image in.png --image-guidance 1.5 --save out.png', 'InstructPix2Pix editing')
+      .example('$0 generate x4-upscaler/ --prompt "a cat" --image small.png --noise-level 20 --save big.png', 'x4 upscaling (the PNG comes out 4x the image size)')
       .example('$0 generate sd2-depth/ --prompt "a castle" --image in.png --depth depth.png --save out.png', 'depth-to-image (the depth map is given)')
       .example('$0 generate sd15-inpaint/ --prompt "a red door" --image in.png --mask mask.png --save out.png', 'inpainting (white mask pixels are repainted)'),
   async run(args: GenerateArgs, io: CliIO): Promise<number> {

@@ -52,8 +52,8 @@ export const verifyCommand: CommandModule<VerifyArgs> = {
       .example('$0 verify sd15/ --prompt "a photo of a cat" --save cat.png', 'a test generation with checks')
       .example('$0 verify sd15/ --source v1-5.ckpt --prompt "a cat" --json', 'both, as JSON'),
   async run(args: VerifyArgs, io: CliIO): Promise<number> {
-    if (args.prompt === undefined && (args.image || args.mask || args.depth || args.save)) {
-      throw new CkptError(ErrorCode.E_USAGE, '--image, --mask, --depth and --save belong to a test generation: give --prompt too.');
+    if (args.prompt === undefined && (args.image || args.mask || args.depth || args.noiseLevel !== undefined || args.save)) {
+      throw new CkptError(ErrorCode.E_USAGE, '--image, --mask, --depth, --noise-level and --save belong to a test generation: give --prompt too.');
     }
     const quiet = args.quiet || args.json;
     const weightsProgress = progressRenderer(io, quiet);
