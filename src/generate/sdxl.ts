@@ -401,17 +401,9 @@ export function sdxlImg2ImgPrepare(o: { image: RgbImage; latentsMean?: readonly 
   };
 }
 
-/**
- * Runs one SDXL img2img generation (StableDiffusionXLImg2ImgPipeline: the base layout, or the
- * refiner's with text_encoder_2 alone and aesthetic-score time ids).
- */
-export async function generateSdxlImg2Img(o: SdxlImg2ImgOptions): Promise<GenerateResult> {
-  const height = o.height ?? o.image.height;
-  const width = o.width ?? o.image.width;
-  const guidance = (o.guidanceScale ?? 5) > 1;
-  const strength = o.strength ?? 0.3;
-  if (!(strength >= 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in [0, 1].`);
-  const conditioning = await sdxlConditioning({
+/** The conditioning SDXL img2img and inpainting share: time ids from the image-to-image rules. */
+function img2imgConditioning(o: SdxlImg2ImgOptions, height: number, width: number, guidance: boolean): ReturnType<typeof sdxlConditioning> {
+  return sdxlConditioning({
     prompt: o.prompt,
     prompt2: o.prompt2,
     negativePrompt: o.negativePrompt,
@@ -433,6 +425,19 @@ export async function generateSdxlImg2Img(o: SdxlImg2ImgOptions): Promise<Genera
     trace: o.trace,
     img2img: true,
   });
+}
+
+/**
+ * Runs one SDXL img2img generation (StableDiffusionXLImg2ImgPipeline: the base layout, or the
+ * refiner's with text_encoder_2 alone and aesthetic-score time ids).
+ */
+export async function generateSdxlImg2Img(o: SdxlImg2ImgOptions): Promise<GenerateResult> {
+  const height = o.height ?? o.image.height;
+  const width = o.width ?? o.image.width;
+  const guidance = (o.guidanceScale ?? 5) > 1;
+  const strength = o.strength ?? 0.3;
+  if (!(strength >= 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in [0, 1].`);
+  const conditioning = await img2imgConditioning(o, height, width, guidance);
   const scaling = f32(o.scalingFactor ?? 0.13025);
   return generate({
     ...o,
@@ -470,28 +475,7 @@ export async function generateSdxlInpaint(o: SdxlInpaintOptions): Promise<Genera
   const guidance = (o.guidanceScale ?? 5) > 1;
   const strength = o.strength ?? SDXL_INPAINT_DEFAULT_STRENGTH;
   if (!(strength > 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in (0, 1].`);
-  const conditioning = await sdxlConditioning({
-    prompt: o.prompt,
-    prompt2: o.prompt2,
-    negativePrompt: o.negativePrompt,
-    negativePrompt2: o.negativePrompt2,
-    tokenizers: o.tokenizers,
-    models: o.models,
-    guidance,
-    forceZerosForEmptyPrompt: o.forceZerosForEmptyPrompt,
-    height,
-    width,
-    originalSize: o.originalSize,
-    cropsCoordsTopLeft: o.cropsCoordsTopLeft,
-    targetSize: o.targetSize,
-    requiresAestheticsScore: o.requiresAestheticsScore,
-    aestheticScore: o.aestheticScore,
-    negativeAestheticScore: o.negativeAestheticScore,
-    expectedAddEmbedDim: o.expectedAddEmbedDim,
-    additionTimeEmbedDim: o.additionTimeEmbedDim,
-    trace: o.trace,
-    img2img: true,
-  });
+  const conditioning = await img2imgConditioning(o, height, width, guidance);
   const scaling = f32(o.scalingFactor ?? 0.13025);
   return generate({
     ...o,
