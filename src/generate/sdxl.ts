@@ -317,24 +317,7 @@ export async function generateSdxl(o: SdxlGenerateOptions): Promise<GenerateResu
   const height = o.height ?? 1024;
   const width = o.width ?? 1024;
   const guidance = (o.guidanceScale ?? 5) > 1;
-  const conditioning = await sdxlConditioning({
-    prompt: o.prompt,
-    prompt2: o.prompt2,
-    negativePrompt: o.negativePrompt,
-    negativePrompt2: o.negativePrompt2,
-    tokenizers: o.tokenizers,
-    models: o.models,
-    guidance,
-    forceZerosForEmptyPrompt: o.forceZerosForEmptyPrompt,
-    height,
-    width,
-    originalSize: o.originalSize,
-    cropsCoordsTopLeft: o.cropsCoordsTopLeft,
-    targetSize: o.targetSize,
-    expectedAddEmbedDim: o.expectedAddEmbedDim,
-    additionTimeEmbedDim: o.additionTimeEmbedDim,
-    trace: o.trace,
-  });
+  const conditioning = await conditioningOf(o, height, width, guidance, false);
   const scaling = f32(o.scalingFactor ?? 0.13025);
   return generate({
     ...o,
@@ -401,8 +384,20 @@ export function sdxlImg2ImgPrepare(o: { image: RgbImage; latentsMean?: readonly 
   };
 }
 
-/** The conditioning SDXL img2img and inpainting share: time ids from the image-to-image rules. */
-function img2imgConditioning(o: SdxlImg2ImgOptions, height: number, width: number, guidance: boolean): ReturnType<typeof sdxlConditioning> {
+/** The fields of SdxlImg2ImgOptions that only image-to-image generations have. */
+type AestheticOptions = Partial<Pick<SdxlImg2ImgOptions, 'requiresAestheticsScore' | 'aestheticScore' | 'negativeAestheticScore'>>;
+
+/**
+ * The conditioning every SDXL mode builds from its options; `img2img` picks the image-to-image time
+ * ids (with aesthetic scores when the folder asks for them) over the text-to-image ones.
+ */
+function conditioningOf(
+  o: Omit<SdxlGenerateOptions, 'tokenizers'> & Pick<SdxlImg2ImgOptions, 'tokenizers'> & AestheticOptions,
+  height: number,
+  width: number,
+  guidance: boolean,
+  img2img: boolean,
+): ReturnType<typeof sdxlConditioning> {
   return sdxlConditioning({
     prompt: o.prompt,
     prompt2: o.prompt2,
@@ -423,7 +418,7 @@ function img2imgConditioning(o: SdxlImg2ImgOptions, height: number, width: numbe
     expectedAddEmbedDim: o.expectedAddEmbedDim,
     additionTimeEmbedDim: o.additionTimeEmbedDim,
     trace: o.trace,
-    img2img: true,
+    img2img,
   });
 }
 
@@ -437,7 +432,7 @@ export async function generateSdxlImg2Img(o: SdxlImg2ImgOptions): Promise<Genera
   const guidance = (o.guidanceScale ?? 5) > 1;
   const strength = o.strength ?? 0.3;
   if (!(strength >= 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in [0, 1].`);
-  const conditioning = await img2imgConditioning(o, height, width, guidance);
+  const conditioning = await conditioningOf(o, height, width, guidance, true);
   const scaling = f32(o.scalingFactor ?? 0.13025);
   return generate({
     ...o,
@@ -475,7 +470,7 @@ export async function generateSdxlInpaint(o: SdxlInpaintOptions): Promise<Genera
   const guidance = (o.guidanceScale ?? 5) > 1;
   const strength = o.strength ?? SDXL_INPAINT_DEFAULT_STRENGTH;
   if (!(strength > 0 && strength <= 1)) fail(ErrorCode.E_USAGE, undefined, `strength ${strength} is not in (0, 1].`);
-  const conditioning = await img2imgConditioning(o, height, width, guidance);
+  const conditioning = await conditioningOf(o, height, width, guidance, true);
   const scaling = f32(o.scalingFactor ?? 0.13025);
   return generate({
     ...o,

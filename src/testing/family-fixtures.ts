@@ -13,6 +13,7 @@ import {
   unclipCheckpointTensors,
   upscalerCheckpointTensors,
   vaeTensors,
+  X4_UPSCALER_LAYOUT,
   type LayoutDType,
   type LayoutTensor,
   type UnetLayout,
@@ -106,20 +107,9 @@ export const FAMILY_FIXTURES: readonly FamilyFixture[] = [
     globalStep: 1250000,
     tensors: () =>
       upscalerCheckpointTensors({
-        unet: {
-          modelChannels: 8,
-          channelMult: [1, 2, 2, 4],
-          numResBlocks: 1,
-          attentionLevels: [1, 2, 3],
-          contextDim: 32,
-          transformerDepth: 1,
-          linearProjection: true,
-          inChannels: 7,
-          outChannels: 4,
-          numClasses: 1000,
-          disableSelfAttention: [true, true, true, false],
-        },
-        vae: { ch: 4, chMult: [1, 2, 4], numResBlocks: 1, zChannels: 4, embedDim: 4 },
+        // The released architecture, narrowed: same levels, classes and attention pattern.
+        unet: { ...X4_UPSCALER_LAYOUT.unet, modelChannels: 8, numResBlocks: 1, contextDim: 32 },
+        vae: { ...X4_UPSCALER_LAYOUT.vae, ch: 4, numResBlocks: 1 },
         textEncoder: TINY_OPENCLIP,
       }),
   },
